@@ -1,0 +1,103 @@
+"""The `committee` command line."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from workers.errors import CommitteeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Pre-train committees of tiny BERTs on Ray, vote, sweep and distill.")
+data_app = typer.Typer(no_args_is_help=True, help="The datasets: pull them from the Hugging Face hub.")
+app.add_typer(data_app, name="data")
+
+EXIT_USER_ERROR = 2
+
+
+def user_errors(fn):
+    """Turn a CommitteeError into its message on stderr and exit code 2, without a traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except CommitteeError as exc:
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(EXIT_USER_ERROR) from None
+        except KeyboardInterrupt:
+            typer.secho("interrupted", err=True)
+            raise typer.Exit(130) from None
+    return wrapper
+
+
+OVERRIDES = typer.Argument(None, help="dotted overrides, e.g. committee.members=8 pretrain.max_steps=200")
+
+
+@app.command()
+@user_errors
+def run(
+    config: Path = typer.Argument(..., help="experiment YAML (see configs/)"),
+    overrides: Optional[List[str]] = OVERRIDES,
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="default: runs/<name>"),
+    address: Optional[str] = typer.Option(None, "--address",
+                                          help="an existing Ray cluster: auto, ray://HOST:10001 or HOST:6379; "
+                                               "absent: Ray starts in-process"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing run directory"),
+):
+    """Pre-train the committee, fine-tune every member, vote, and write the report."""
+    from orchestrator.config import load_config
+    from orchestrator.driver import run_experiment
+
+    cfg = load_config(config, overrides or [])
+    target = run_dir or Path("runs") / cfg.name
+    command = "committee run " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    run_experiment(cfg, target, address=address, overwrite=overwrite, command=command, echo=typer.echo)
+
+
+@app.command()
+@user_errors
+def validate(config: Path = typer.Argument(..., help="experiment YAML"), overrides: Optional[List[str]] = OVERRIDES):
+    """Check a config (keys, types, ranges) and that its data is present."""
+    from orchestrator.config import load_config
+    from orchestrator.prepare import check_data
+
+    cfg = load_config(config, overrides or [])
+    root = check_data(cfg)
+    typer.echo(f"{config}: valid ({cfg.committee.members} members, task {cfg.task.name}, data root {root})")
+
+
+@app.command("show-config")
+@user_errors
+def show_config(config: Path = typer.Argument(..., help="experiment YAML"), overrides: Optional[List[str]] = OVERRIDES):
+    """Print the resolved config (defaults filled in, overrides applied)."""
+    from orchestrator.config import load_config, to_yaml
+
+    typer.echo(to_yaml(load_config(config, overrides or [])), nl=False)
+
+
+@data_app.command("pull")
+@user_errors
+def data_pull(
+    root: Path = typer.Option(..., "--root", help="where to write the data root"),
+    wikipedia_articles: int = typer.Option(6417, help="articles of wikimedia/wikipedia 20231101.en to keep"),
+):
+    """Write the data-root layout from the Hugging Face hub (needs internet)."""
+    from orchestrator.pull import pull_all
+
+    pull_all(root, wikipedia_articles, echo=typer.echo)
+    typer.echo(f"data root ready: {root} (use: export COMMITTEE_DATA={root})")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

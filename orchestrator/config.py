@@ -1,0 +1,263 @@
+"""Typed experiment config: pydantic models loaded from YAML, with dotted overrides.
+
+`load_config(path, ["committee.members=8", "pretrain.max_steps=200"])` returns a validated
+`ExperimentConfig`; any unknown key, wrong type or out-of-range value raises `ConfigError` naming the
+dotted key. The same override code serves the CLI and Tune trials (`apply_overrides`).
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from workers.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    root: str | None = Field(
+        None, description="data root; default: $COMMITTEE_DATA, else ../shared/data when it exists"
+    )
+
+
+class TaskConfig(_Strict):
+    name: Literal["ag_news", "dbpedia_14", "few_rel"] = "ag_news"
+    train_per_class: int = Field(250, ge=1, description="fine-tuning examples per class")
+    val_per_class: int = Field(50, ge=1, description="validation examples per class, carved from train")
+    test_per_class: int | None = Field(
+        None, ge=1, description="test examples per class from the test split; null = all"
+    )
+    max_length: int = Field(128, ge=8, le=512, description="tokens per example, [CLS] and [SEP] included")
+    sample_seed: int = Field(0, description="seed of the per-class sampling (same for every member)")
+
+
+class TokenizerConfig(_Strict):
+    path: str | None = Field(None, description="an existing tokenizer directory; null = train one")
+    vocab_size: int = Field(8000, ge=200, le=100_000)
+    train_articles: int | None = Field(
+        None, ge=1, description="articles the tokenizer is trained on; null = the pre-training corpus"
+    )
+
+
+class ModelConfig(_Strict):
+    hidden_size: int = Field(128, ge=8)
+    num_heads: int = Field(2, ge=1)
+    num_layers: int = Field(1, ge=1, le=48, description="encoder layers of each member (BERT-1: 1)")
+    intermediate_size: int | None = Field(None, ge=8, description="FFN width; null = 4 x hidden_size")
+    max_position: int = Field(128, ge=8, le=4096, description="position embeddings (the paper: 128)")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> "ModelConfig":
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be a multiple of num_heads ({self.num_heads})"
+            )
+        return self
+
+
+class PretrainConfig(_Strict):
+    articles: int = Field(500, ge=1, description="first N Wikipedia articles of the seeded order")
+    order_seed: int = Field(0, description="seed of the article order; subsets nest for one seed")
+    mode: Literal["packed", "truncate"] = Field(
+        "packed", description="packed: fixed-length blocks, articles joined by [SEP]; truncate: first seq_len tokens"
+    )
+    seq_len: int = Field(128, ge=8, le=4096)
+    batch_size: int = Field(32, ge=1)
+    max_steps: int = Field(200, ge=1, description="optimizer steps per member")
+    lr: float = Field(5e-4, gt=0.0, le=1.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    warmup_steps: int = Field(20, ge=0)
+    mask_prob: float = Field(0.15, gt=0.0, lt=1.0)
+    precision: Literal["fp32", "bf16"] = "fp32"
+    checkpoint_every: int = Field(100, ge=1, description="steps between member checkpoints")
+    log_every: int = Field(10, ge=1, description="steps between progress reports")
+
+
+class FinetuneConfig(_Strict):
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    warmup_ratio: float = Field(0.1, ge=0.0, le=1.0)
+    precision: Literal["fp32", "bf16"] = "fp32"
+
+
+class CommitteeConfig(_Strict):
+    members: int = Field(4, ge=1, le=1024, description="K pre-trained members")
+    scratch: bool = Field(True, description="also fine-tune K non-pre-trained members (same seeds)")
+    weight_temperature: float = Field(
+        10.0, gt=0.0, description="T of the weighted vote: weights = softmax(val_accuracy% / T)"
+    )
+
+
+class DeepConfig(_Strict):
+    enabled: bool = Field(True, description="also pre-train one deep model on the same corpus")
+    num_layers: int = Field(6, ge=1, le=48)
+    token_budget: Literal["member", "committee"] = Field(
+        "member", description="pre-training tokens: as one member, or as the whole committee"
+    )
+
+
+class ResourcesConfig(_Strict):
+    num_cpus_per_member: float = Field(1.0, gt=0.0)
+    gpus_per_member: float = Field(0.0, ge=0.0, description="fractional values let members share a GPU")
+    placement: Literal["pack", "spread"] = "pack"
+    placement_timeout_s: float = Field(60.0, gt=0.0, description="fail if members cannot be placed in time")
+
+
+class ExperimentConfig(_Strict):
+    name: str = Field("experiment", pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = Field(0, description="base seed; member i uses seed + i")
+    data: DataConfig = DataConfig()
+    task: TaskConfig = TaskConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    model: ModelConfig = ModelConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    committee: CommitteeConfig = CommitteeConfig()
+    deep: DeepConfig = DeepConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+
+    @model_validator(mode="after")
+    def _lengths_fit_positions(self) -> "ExperimentConfig":
+        for key, length in (("pretrain.seq_len", self.pretrain.seq_len), ("task.max_length", self.task.max_length)):
+            if length > self.model.max_position:
+                raise ValueError(f"{key} ({length}) exceeds model.max_position ({self.model.max_position})")
+        return self
+
+
+# ----------------------------------------------------------------------------------------------
+# loading, overrides, errors
+
+
+def _parse_value(text: str) -> Any:
+    """A command-line value, parsed as YAML: `8` -> 8, `true` -> True, `null` -> None, `a` -> 'a'."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _model_for(path: list[str]) -> type[BaseModel] | None:
+    model: type[BaseModel] = ExperimentConfig
+    for key in path:
+        field = model.model_fields.get(key)
+        if field is None:
+            return None
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            return None
+    return model
+
+
+def _unknown_key_message(dotted: str) -> str:
+    parts = dotted.split(".")
+    parent = _model_for(parts[:-1])
+    valid = sorted(parent.model_fields) if parent else []
+    hint = difflib.get_close_matches(parts[-1], valid, n=1)
+    msg = f"unknown config key '{dotted}'"
+    if hint:
+        msg += f" (did you mean '{'.'.join(parts[:-1] + hint)}'?)"
+    if valid:
+        where = ".".join(parts[:-1]) or "the top level"
+        msg += f"; valid keys in {where}: {', '.join(valid)}"
+    return msg
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of `raw` with each `a.b.c=value` applied (the value parsed as YAML)."""
+    out = _deep_copy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not KEY=VALUE (e.g. committee.members=8)")
+        dotted, text = item.split("=", 1)
+        dotted = dotted.strip()
+        if not dotted:
+            raise ConfigError(f"override '{item}' has an empty key")
+        set_dotted(out, dotted, _parse_value(text))
+    return out
+
+
+def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    node = raw
+    parts = dotted.split(".")
+    for key in parts[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"config key '{dotted}': '{key}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _deep_copy(raw: Any) -> Any:
+    if isinstance(raw, dict):
+        return {k: _deep_copy(v) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [_deep_copy(v) for v in raw]
+    return raw
+
+
+def validate_dict(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, source)) from None
+
+
+def _format_validation(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid {source}:"]
+    for err in exc.errors():
+        dotted = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  - {_unknown_key_message(dotted)}")
+        else:
+            got = err.get("input")
+            got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+            where = dotted or "config"
+            lines.append(f"  - {where}: {err['msg']}{got_text}")
+    return "\n".join(lines)
+
+
+def load_raw(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of config keys, not {type(raw).__name__}")
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    raw = apply_overrides(load_raw(path), overrides or [])
+    return validate_dict(raw, source=str(path))
+
+
+def to_yaml(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def describe_fields(model: type[BaseModel] = ExperimentConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default, description) for every leaf: the README's config reference is made from it."""
+    rows = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        dotted = f"{prefix}{name}"
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            rows.extend(describe_fields(ann, dotted + "."))
+        else:
+            rows.append((dotted, repr(field.default), field.description or ""))
+    return rows

@@ -1,0 +1,135 @@
+"""The run's report: report.json (machine-readable), report.md (tables, commands) and committee_curve.png."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from workers.voting import RULES
+
+
+def _rules(vote: dict | None) -> dict | None:
+    return None if vote is None else {rule: vote["rules"][rule] for rule in RULES}
+
+
+def build(cfg, corpus: dict, results: dict, specs, votes: dict, timing: dict) -> dict:
+    """The report dict. Everything outside `timing` is a pure function of config, seed and data."""
+    members = []
+    for spec in specs:
+        if spec.name == "deep":
+            continue
+        r = results[spec.name]
+        members.append({"name": r.name, "index": r.index, "seed": r.seed, "pretrained": r.pretrained,
+                        "layers": r.num_layers, "parameters": r.parameters,
+                        "val_accuracy": r.val_accuracy, "test_accuracy": r.test_accuracy,
+                        "pretrain_final_loss": r.pretrain_stats.get("final_loss")})
+    pre, scratch = votes.get("pretrained"), votes.get("scratch")
+    k = cfg.committee.members
+    curve = [{"size": i + 1, "pretrained_accuracy": pre["curve"][i],
+              "scratch_accuracy": scratch["curve"][i] if scratch else None} for i in range(k)]
+    deep = results.get("deep")
+    pre_results = [results[s.name] for s in specs if s.pretrained and s.name != "deep"]
+    tokens = sum(r.pretrain_stats["tokens"] for r in pre_results)
+    train_s = sum(r.pretrain_stats["train_s"] for r in pre_results)
+    timing = {**timing,
+              "pretrain_tokens_per_s": tokens / train_s if train_s else 0.0,
+              "pretrain_tokens_per_member": pre_results[0].pretrain_stats["tokens"] if pre_results else 0}
+    if deep is not None:
+        timing["deep_pretrain_tokens_per_s"] = deep.pretrain_stats["tokens_per_s"]
+    return {
+        "name": cfg.name,
+        "task": cfg.task.name,
+        "seed": cfg.seed,
+        "corpus": corpus,
+        "members": members,
+        "committee": _rules(pre),
+        "scratch_committee": _rules(scratch),
+        "weights": {"pretrained": pre["weights"], "scratch": scratch["weights"] if scratch else None},
+        "committee_curve": curve,
+        "deep": None if deep is None else {"layers": deep.num_layers, "parameters": deep.parameters,
+                                            "val_accuracy": deep.val_accuracy, "test_accuracy": deep.test_accuracy,
+                                            "pretrain_final_loss": deep.pretrain_stats.get("final_loss")},
+        "timing": timing,
+    }
+
+
+def write(run_dir: Path, report: dict, command: str = "") -> None:
+    (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot_curve(report, run_dir / "committee_curve.png")
+    (run_dir / "report.md").write_text(markdown(report, run_dir, command))
+
+
+def plot_curve(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = report["committee_curve"]
+    sizes = [c["size"] for c in curve]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(sizes, [100 * c["pretrained_accuracy"] for c in curve], "o-", label="pre-trained members (soft vote)")
+    if curve and curve[0]["scratch_accuracy"] is not None:
+        ax.plot(sizes, [100 * c["scratch_accuracy"] for c in curve], "s--", label="scratch members (soft vote)")
+    if report["deep"]:
+        ax.axhline(100 * report["deep"]["test_accuracy"], color="k", linestyle=":",
+                   label=f"deep model ({report['deep']['layers']} layers)")
+    ax.set_xlabel("committee size (members in index order)")
+    ax.set_ylabel(f"{report['task']} test accuracy (%)")
+    ax.set_xticks(sizes)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def markdown(r: dict, run_dir: Path, command: str) -> str:
+    c, t = r["corpus"], r["timing"]
+    lines = [
+        f"# Committee report: {r['name']}",
+        "",
+        f"Task **{r['task']}** ({c['train_examples']} train / {c['val_examples']} validation / {c['test_examples']} test "
+        f"examples), pre-training on the first {c['articles']} Wikipedia articles of the seeded order "
+        f"({c['corpus_tokens']:,} tokens, vocab {c['vocab_size']:,}; the task's token overlap with the corpus: "
+        f"{100 * c['token_overlap']:.1f}%). Base seed {r['seed']}. Test accuracy is measured once, after the final step; "
+        f"the validation split (carved from the training data) serves the weighted vote.",
+        "",
+        "## Committee (test accuracy, %)",
+        "",
+        "| vote | pre-trained members | scratch members |",
+        "|---|---|---|",
+    ]
+    for rule in RULES:
+        scratch = r["scratch_committee"][rule]["test_accuracy"] if r["scratch_committee"] else None
+        lines.append(f"| {rule} | {_pct(r['committee'][rule]['test_accuracy'])} | {_pct(scratch)} |")
+    if r["deep"]:
+        d = r["deep"]
+        lines += ["", f"Deep model ({d['layers']} layers, {d['parameters']:,} parameters, pre-trained on the same corpus): "
+                      f"**{_pct(d['test_accuracy'])}%** test accuracy."]
+    lines += ["", "## Committee size (soft vote, members in index order)", "",
+              "| size | pre-trained | scratch | gap (points) |", "|---|---|---|---|"]
+    for p in r["committee_curve"]:
+        gap = None if p["scratch_accuracy"] is None else 100 * (p["pretrained_accuracy"] - p["scratch_accuracy"])
+        lines.append(f"| {p['size']} | {_pct(p['pretrained_accuracy'])} | {_pct(p['scratch_accuracy'])} | "
+                     f"{'–' if gap is None else f'{gap:+.1f}'} |")
+    lines += ["", "![committee curve](committee_curve.png)", "", "## Members", "",
+              "| member | seed | layers | parameters | pre-train loss | val acc | test acc |", "|---|---|---|---|---|---|---|"]
+    for m in r["members"]:
+        loss = "–" if m["pretrain_final_loss"] is None else f"{m['pretrain_final_loss']:.3f}"
+        lines.append(f"| {m['name']} | {m['seed']} | {m['layers']} | {m['parameters']:,} | {loss} | "
+                     f"{_pct(m['val_accuracy'])} | {_pct(m['test_accuracy'])} |")
+    lines += ["", "## Timing", "",
+              f"- wall time: {t['wall_s']:.1f} s (data and tokenizer {t['prepare_s']:.1f} s)",
+              f"- pre-training throughput per member process: {t['pretrain_tokens_per_s']:,.0f} real tokens/s "
+              f"({t['pretrain_tokens_per_member']:,} tokens per member)"]
+    if "deep_pretrain_tokens_per_s" in t:
+        lines.append(f"- deep model pre-training: {t['deep_pretrain_tokens_per_s']:,.0f} real tokens/s")
+    lines += ["", "## Reproduce", "", "```", command or f"committee run {run_dir}/config.yaml", 
+              f"committee run {run_dir}/config.yaml --run-dir {run_dir}-again   # the resolved config of this run", "```",
+              "", "Same config and seed on CPU give the same numbers (everything but the timing).", ""]
+    return "\n".join(lines)

@@ -1,0 +1,106 @@
+"""Fine-tuning and prediction for sequence classification, with length-bucketed dynamic padding.
+
+Examples are `Ragged` token sequences ([CLS] ... [SEP]). Batches group examples of similar length
+and pad only to the longest in the batch, instead of padding everything to 128.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from workers.corpus import Ragged
+from workers.pretrain import autocast
+from workers.schedule import make_optimizer, step_seed
+
+BUCKET_BATCHES = 50  # a bucket spans this many batches: enough to sort by length, small enough to stay random
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    seed: int
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_ratio: float
+    precision: str
+
+
+def pad_batch(examples: Ragged, rows: np.ndarray, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), both [len(rows), longest row], padded with `pad_id`."""
+    lengths = examples.lengths()[rows]
+    ids = np.full((len(rows), int(lengths.max())), pad_id, dtype=np.int64)
+    for j, i in enumerate(rows):
+        ids[j, :lengths[j]] = examples.row(int(i))
+    input_ids = torch.from_numpy(ids)
+    return input_ids, (input_ids != pad_id).long()
+
+
+def bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffled batches of indices in which lengths are similar (shuffle, sort within buckets, shuffle batches)."""
+    order = rng.permutation(len(lengths))
+    span = batch_size * BUCKET_BATCHES
+    batches = []
+    for start in range(0, len(order), span):
+        bucket = order[start:start + span]
+        bucket = bucket[np.argsort(lengths[bucket], kind="stable")]
+        batches.extend(bucket[i:i + batch_size] for i in range(0, len(bucket), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def finetune(model, examples: Ragged, labels: np.ndarray, pad_id: int, settings: FinetuneSettings,
+             on_log: Callable[[dict], None] | None = None) -> dict:
+    """Train all weights of `model` (a BertForSequenceClassification); returns {"steps", "train_s", ...}."""
+    lengths = examples.lengths()
+    steps_per_epoch = math.ceil(len(lengths) / settings.batch_size)
+    total = steps_per_epoch * settings.epochs
+    optimizer, scheduler = make_optimizer(model, settings.lr, settings.weight_decay,
+                                          int(settings.warmup_ratio * total), total)
+    model.train()
+    step, train_s, examples_seen, loss_value = 0, 0.0, 0, math.nan
+    for epoch in range(settings.epochs):
+        rng = np.random.default_rng([settings.seed, epoch])
+        for rows in bucketed_batches(lengths, settings.batch_size, rng):
+            t0 = time.perf_counter()
+            torch.manual_seed(step_seed(settings.seed, step, stream=3))  # dropout
+            input_ids, attention_mask = pad_batch(examples, rows, pad_id)
+            with autocast(settings.precision):
+                logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+            loss = F.cross_entropy(logits.float(), torch.from_numpy(labels[rows]))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            train_s += time.perf_counter() - t0
+            examples_seen += len(rows)
+            step += 1
+            loss_value = loss.item()
+        if on_log:
+            on_log({"phase": "finetune", "epoch": epoch + 1, "epochs": settings.epochs, "loss": loss_value})
+    return {"steps": step, "train_s": train_s, "examples_per_s": examples_seen / train_s if train_s else 0.0,
+            "final_loss": loss_value}
+
+
+@torch.no_grad()
+def predict_logits(model, examples: Ragged, pad_id: int, batch_size: int = 64, precision: str = "fp32") -> np.ndarray:
+    """Class logits [n, num_labels] float32, in the order of `examples` (batched by sorted length)."""
+    model.eval()
+    order = np.argsort(examples.lengths(), kind="stable")
+    out = None
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        input_ids, attention_mask = pad_batch(examples, rows, pad_id)
+        with autocast(precision):
+            logits = model(input_ids=input_ids, attention_mask=attention_mask).logits.float().numpy()
+        if out is None:
+            out = np.zeros((len(order), logits.shape[1]), dtype=np.float32)
+        out[rows] = logits
+    return out

@@ -1,0 +1,39 @@
+"""Learning-rate schedule and per-step seeding shared by pre-training and fine-tuning."""
+
+from __future__ import annotations
+
+import torch
+
+
+def warmup_linear(warmup_steps: int, total_steps: int):
+    """Multiplier for LambdaLR: linear warm-up from 0 to 1, then linear decay to 0 at `total_steps`.
+
+    The first step already trains (multiplier (1)/warmup), unlike a schedule that spends it at lr 0.
+    """
+    def factor(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return factor
+
+
+def step_seed(seed: int, step: int, stream: int = 0) -> int:
+    """A seed for (member seed, step, stream): each step's randomness is derived, never carried."""
+    return (seed * 1_000_003 + step * 7_919 + stream * 104_729) % (2**63 - 1)
+
+
+def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(step_seed(seed, step, stream))
+
+
+def make_optimizer(model, lr: float, weight_decay: float, warmup_steps: int, total_steps: int):
+    """AdamW without decay on biases and LayerNorm weights, with the warm-up/linear-decay schedule."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        (no_decay if param.ndim < 2 else decay).append(param)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear(warmup_steps, total_steps))
+    return optimizer, scheduler
