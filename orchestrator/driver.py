@@ -132,14 +132,17 @@ def run_members(ray, specs, inputs, cfg: ExperimentConfig, run_dir: Path, echo) 
 
 
 def progress_line(latest: dict[str, dict], running) -> str:
-    parts = []
+    """One line: each running member's phase, step and throughput, then how many wait for resources."""
+    parts, waiting = [], 0
     for spec in running:
         rec = latest.get(spec.name)
         if rec is None:
-            parts.append(f"{spec.name} waiting")
+            waiting += 1
         elif rec["phase"] == "pretrain":
             parts.append(f"{spec.name} pretrain {rec['step']}/{rec['max_steps']} loss {rec['loss']:.2f} "
                          f"{rec['tokens_per_s'] / 1000:.1f}k tok/s")
         else:
             parts.append(f"{spec.name} finetune epoch {rec['epoch']}/{rec['epochs']}")
+    if waiting:
+        parts.append(f"{waiting} waiting for resources")
     return " | ".join(parts)

@@ -45,7 +45,7 @@ def save(root: str | Path, step: int, model, state: dict, keep: int = 1) -> Path
 
 
 def load_state(path: str | Path) -> dict:
-    return torch.load(Path(path) / STATE_FILE, weights_only=False)
+    return torch.load(Path(path) / STATE_FILE, map_location="cpu", weights_only=False)
 
 
 def save_final(path: str | Path, model, extra_files: dict[str, str] | None = None) -> Path:

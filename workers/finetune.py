@@ -33,13 +33,14 @@ class FinetuneSettings:
     precision: str
 
 
-def pad_batch(examples: Ragged, rows: np.ndarray, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask), both [len(rows), longest row], padded with `pad_id`."""
+def pad_batch(examples: Ragged, rows: np.ndarray, pad_id: int,
+              device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), both [len(rows), longest row], padded with `pad_id`, on `device`."""
     lengths = examples.lengths()[rows]
     ids = np.full((len(rows), int(lengths.max())), pad_id, dtype=np.int64)
     for j, i in enumerate(rows):
         ids[j, :lengths[j]] = examples.row(int(i))
-    input_ids = torch.from_numpy(ids)
+    input_ids = torch.from_numpy(ids).to(device)
     return input_ids, (input_ids != pad_id).long()
 
 
@@ -63,6 +64,7 @@ def finetune(model, examples: Ragged, labels: np.ndarray, pad_id: int, settings:
     total = steps_per_epoch * settings.epochs
     optimizer, scheduler = make_optimizer(model, settings.lr, settings.weight_decay,
                                           int(settings.warmup_ratio * total), total)
+    device = next(model.parameters()).device
     model.train()
     step, train_s, examples_seen, loss_value = 0, 0.0, 0, math.nan
     for epoch in range(settings.epochs):
@@ -70,10 +72,10 @@ def finetune(model, examples: Ragged, labels: np.ndarray, pad_id: int, settings:
         for rows in bucketed_batches(lengths, settings.batch_size, rng):
             t0 = time.perf_counter()
             torch.manual_seed(step_seed(settings.seed, step, stream=3))  # dropout
-            input_ids, attention_mask = pad_batch(examples, rows, pad_id)
-            with autocast(settings.precision):
+            input_ids, attention_mask = pad_batch(examples, rows, pad_id, device)
+            with autocast(settings.precision, device):
                 logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-            loss = F.cross_entropy(logits.float(), torch.from_numpy(labels[rows]))
+            loss = F.cross_entropy(logits.float(), torch.from_numpy(labels[rows]).to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -93,13 +95,14 @@ def finetune(model, examples: Ragged, labels: np.ndarray, pad_id: int, settings:
 def predict_logits(model, examples: Ragged, pad_id: int, batch_size: int = 64, precision: str = "fp32") -> np.ndarray:
     """Class logits [n, num_labels] float32, in the order of `examples` (batched by sorted length)."""
     model.eval()
+    device = next(model.parameters()).device
     order = np.argsort(examples.lengths(), kind="stable")
     out = None
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
-        input_ids, attention_mask = pad_batch(examples, rows, pad_id)
-        with autocast(precision):
-            logits = model(input_ids=input_ids, attention_mask=attention_mask).logits.float().numpy()
+        input_ids, attention_mask = pad_batch(examples, rows, pad_id, device)
+        with autocast(precision, device):
+            logits = model(input_ids=input_ids, attention_mask=attention_mask).logits.float().cpu().numpy()
         if out is None:
             out = np.zeros((len(order), logits.shape[1]), dtype=np.float32)
         out[rows] = logits

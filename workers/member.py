@@ -100,6 +100,11 @@ def _finetune_settings(spec: MemberSpec, inputs: SharedInputs) -> FinetuneSettin
                             precision=f["precision"])
 
 
+def member_device() -> torch.device:
+    """CUDA when the actor was given a GPU (Ray sets CUDA_VISIBLE_DEVICES), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def pretrained_mlm(spec: MemberSpec, inputs: SharedInputs, on_log: Callable[[dict], None] | None):
     """The member's masked LM after pre-training (loaded if already finished, resumed if interrupted)."""
     from transformers import BertForMaskedLM
@@ -109,7 +114,7 @@ def pretrained_mlm(spec: MemberSpec, inputs: SharedInputs, on_log: Callable[[dic
     if (final / "pretrain_stats.json").is_file():
         return BertForMaskedLM.from_pretrained(final), json.loads((final / "pretrain_stats.json").read_text())
     torch.manual_seed(spec.seed)
-    model = build_mlm(_config(spec, inputs))
+    model = build_mlm(_config(spec, inputs)).to(member_device())
     stats = pretrain(model, inputs.blocks, inputs.special, _pretrain_settings(spec, inputs),
                      checkpoint_dir=out / "checkpoints", on_log=on_log)
     stats["parameters"] = count_parameters(model)
@@ -125,7 +130,7 @@ def run_member(spec: MemberSpec, inputs: SharedInputs, on_log: Callable[[dict], 
     if spec.pretrained:
         mlm, pretrain_stats = pretrained_mlm(spec, inputs, on_log)
     torch.manual_seed(spec.seed + 1)  # the classifier head's init: the same for pre-trained and scratch
-    model = build_classifier(_config(spec, inputs), inputs.num_classes, mlm=mlm)
+    model = build_classifier(_config(spec, inputs), inputs.num_classes, mlm=mlm).to(member_device())
     del mlm
     settings = _finetune_settings(spec, inputs)
     pad = inputs.special.pad

@@ -60,8 +60,10 @@ class SpecialIds:
         return torch.tensor([self.pad, self.cls, self.sep], dtype=torch.long)
 
 
-def autocast(precision: str):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+def autocast(precision: str, device: torch.device | str = "cpu"):
+    """bf16 autocast on the model's device type (CPU with AMX, or CUDA); fp32 runs as is."""
+    device_type = torch.device(device).type
+    return torch.autocast(device_type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
 
 
 def mlm_loss(model, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None):
@@ -95,7 +97,11 @@ def train_step(model, optimizer, scheduler, batch: torch.Tensor, special: Specia
     is_real = batch != special.pad
     real_tokens = int(is_real.sum())
     attention_mask = None if bool(is_real.all()) else is_real.long()
-    with autocast(settings.precision):
+    device = next(model.parameters()).device
+    if device.type != "cpu":
+        inputs, labels = inputs.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        attention_mask = None if attention_mask is None else attention_mask.to(device)
+    with autocast(settings.precision, device):
         loss = mlm_loss(model, inputs, labels, attention_mask)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -122,7 +128,8 @@ def pretrain(model, blocks: np.ndarray, special: SpecialIds, settings: PretrainS
         from safetensors.torch import load_file
 
         state = checkpoint.load_state(ckpt)
-        model.load_state_dict(load_file(str(ckpt / "model.safetensors")), strict=False)
+        device = next(model.parameters()).device
+        model.load_state_dict(load_file(str(ckpt / "model.safetensors"), device=str(device)), strict=False)
         model.tie_weights()
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
