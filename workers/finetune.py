@@ -56,6 +56,22 @@ def bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Genera
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def finetune_step(model, optimizer, scheduler, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  labels: torch.Tensor, settings: FinetuneSettings, step: int) -> float:
+    """One optimizer step on a padded batch (input_ids/attention_mask [b, s], labels [b], all on the
+    model's device); returns the loss. `finetune` runs it on length-bucketed batches."""
+    torch.manual_seed(step_seed(settings.seed, step, stream=3))  # dropout
+    with autocast(settings.precision, input_ids.device):
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    loss = F.cross_entropy(logits.float(), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    scheduler.step()
+    return loss.item()
+
+
 def finetune(model, examples: Ragged, labels: np.ndarray, pad_id: int, settings: FinetuneSettings,
              on_log: Callable[[dict], None] | None = None) -> dict:
     """Train all weights of `model` (a BertForSequenceClassification); returns {"steps", "train_s", ...}."""
@@ -71,20 +87,12 @@ def finetune(model, examples: Ragged, labels: np.ndarray, pad_id: int, settings:
         rng = np.random.default_rng([settings.seed, epoch])
         for rows in bucketed_batches(lengths, settings.batch_size, rng):
             t0 = time.perf_counter()
-            torch.manual_seed(step_seed(settings.seed, step, stream=3))  # dropout
             input_ids, attention_mask = pad_batch(examples, rows, pad_id, device)
-            with autocast(settings.precision, device):
-                logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-            loss = F.cross_entropy(logits.float(), torch.from_numpy(labels[rows]).to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
+            loss_value = finetune_step(model, optimizer, scheduler, input_ids, attention_mask,
+                                       torch.from_numpy(labels[rows]).to(device), settings, step)
             train_s += time.perf_counter() - t0
             examples_seen += len(rows)
             step += 1
-            loss_value = loss.item()
         if on_log:
             on_log({"phase": "finetune", "epoch": epoch + 1, "epochs": settings.epochs, "loss": loss_value})
     return {"steps": step, "train_s": train_s, "examples_per_s": examples_seen / train_s if train_s else 0.0,
