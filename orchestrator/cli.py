@@ -81,6 +81,35 @@ def show_config(config: Path = typer.Argument(..., help="experiment YAML"), over
     typer.echo(to_yaml(load_config(config, overrides or [])), nl=False)
 
 
+@app.command()
+@user_errors
+def bench(
+    model: Optional[str] = typer.Option(None, "--model", help="bert1 (paper shape: hidden 768, 12 heads, vocab 30,522), "
+                                        "bert1-512, bert1-256, tiny; default bert1, or tiny with --quick"),
+    quick: bool = typer.Option(False, "--quick", help="a short run to check that everything works (about a minute)"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="also write the results as JSON here"),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
+    precision: str = typer.Option("bf16", "--precision", help="the member loop's precision: bf16 or fp32"),
+    members: int = typer.Option(6, "--members", min=1, help="committee size K"),
+    workers: int = typer.Option(2, "--workers", min=1, help="Ray worker processes of 1 CPU (scaling, serving)"),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="default: $COMMITTEE_DATA or ../shared/data"),
+    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="where the trained tokenizer is cached"),
+):
+    """Side-by-side throughput and latency: the authors' loops against the project's, on real text."""
+    from orchestrator.bench import BenchOptions, format_table, run_bench, write_json
+
+    if device not in ("cpu", "cuda") or precision not in ("bf16", "fp32"):
+        raise typer.BadParameter("--device is cpu or cuda; --precision is bf16 or fp32")
+    opts = BenchOptions(model=model or ("tiny" if quick else "bert1"), quick=quick, device=device,
+                        precision=precision, members=members, workers=workers, data_root=data_root,
+                        cache_dir=cache_dir)
+    result = run_bench(opts, echo=lambda msg: typer.echo(msg, err=True))
+    typer.echo(format_table(result))
+    if json_path:
+        write_json(result, json_path)
+        typer.echo(f"wrote {json_path}")
+
+
 @data_app.command("pull")
 @user_errors
 def data_pull(
