@@ -42,22 +42,39 @@ OVERRIDES = typer.Argument(None, help="dotted overrides, e.g. committee.members=
 @app.command()
 @user_errors
 def run(
-    config: Path = typer.Argument(..., help="experiment YAML (see configs/)"),
+    config: Optional[str] = typer.Argument(None, help="experiment YAML (see configs/); with --resume it may be "
+                                                      "left out (the run's own config.yaml is used)"),
     overrides: Optional[List[str]] = OVERRIDES,
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="default: runs/<name>"),
     address: Optional[str] = typer.Option(None, "--address",
                                           help="an existing Ray cluster: auto, ray://HOST:10001 or HOST:6379; "
                                                "absent: Ray starts in-process"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing run directory"),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="continue the interrupted run in RUN_DIR: "
+                                          "finished members are kept, the others resume from their checkpoints; "
+                                          "only resources.* and committee.members may be overridden"),
 ):
     """Pre-train the committee, fine-tune every member, vote, and write the report."""
     from orchestrator.config import load_config
     from orchestrator.driver import run_experiment
 
-    cfg = load_config(config, overrides or [])
-    target = run_dir or Path("runs") / cfg.name
+    overrides = list(overrides or [])
+    if resume is not None:
+        if run_dir is not None and run_dir != resume:
+            raise CommitteeError("--resume RUN_DIR continues that run directory; leave out --run-dir")
+        if overwrite:
+            raise CommitteeError("--resume keeps the run directory; it cannot be combined with --overwrite")
+        if config is not None and "=" in config and not Path(config).is_file():
+            overrides.insert(0, config)  # `committee run --resume DIR key=value`: no config given
+            config = None
+        config = config or str(resume / "config.yaml")
+    elif config is None:
+        raise CommitteeError("give an experiment YAML (committee run CONFIG), or --resume RUN_DIR")
+    cfg = load_config(config, overrides)
+    target = resume or run_dir or Path("runs") / cfg.name
     command = "committee run " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    run_experiment(cfg, target, address=address, overwrite=overwrite, command=command, echo=typer.echo)
+    run_experiment(cfg, target, address=address, overwrite=overwrite, command=command, echo=typer.echo,
+                   resume=resume is not None)
 
 
 @app.command()

@@ -1,14 +1,30 @@
-"""Connecting to Ray: in-process for a laptop run, or an existing cluster by address."""
+"""Connecting to Ray and placing members: in-process for a laptop run, or an existing cluster by address.
+
+Placement: the members of a run share one placement group of `slots` bundles (one member's CPUs and
+GPUs each), strategy PACK (`placement: pack`: as few nodes as possible, fractional GPUs shared) or
+SPREAD (`placement: spread`: distinct nodes where possible). Members are launched into "any bundle"
+(index -1), so when more members than slots are queued, each starts as soon as a bundle frees up.
+A placement group that cannot be created within `placement_timeout_s` fails with what it asked for
+and what the cluster has. When a node dies, Ray moves its bundles to other nodes if there is room;
+if there is none (the group stays RESCHEDULING), `MemberPlacement.lost()` tells the driver to place
+the unfinished members again on the nodes that are left (they resume from their checkpoints).
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
 
-from workers.errors import ResourceError
+from workers.errors import CommitteeError, ResourceError
 
 log = logging.getLogger(__name__)
+
+STRATEGIES = {"pack": "PACK", "spread": "SPREAD"}
 
 
 def connect(address: str | None, num_cpus: int | None = None):
@@ -32,6 +48,42 @@ def started_in_process() -> bool:
     return len(ray.nodes()) == 1 and ray.get_runtime_context().get_node_id() == ray.nodes()[0]["NodeID"]
 
 
+def alive_nodes() -> list[dict]:
+    import ray
+
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def member_bundle(num_cpus: float, num_gpus: float) -> dict[str, float]:
+    """One member's resources as a placement-group bundle (zero GPUs left out: Ray rejects zero amounts)."""
+    bundle = {"CPU": float(num_cpus)}
+    if num_gpus > 0:
+        bundle["GPU"] = float(num_gpus)
+    return bundle
+
+
+def node_slots(resources: dict[str, float], bundle: dict[str, float]) -> int:
+    """How many bundles fit on a node with these total resources (1e-9 forgives 0.1 + 0.2 rounding)."""
+    return min(math.floor(resources.get(key, 0.0) / amount + 1e-9) for key, amount in bundle.items())
+
+
+def _fmt(resources: dict[str, float]) -> str:
+    shown = {k: v for k, v in resources.items()
+             if k in ("CPU", "GPU") or not (k.startswith("node:") or k in ("memory", "object_store_memory"))}
+    return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(shown.items())) + "}"
+
+
+def describe_cluster(nodes: list[dict] | None = None) -> str:
+    """`2 alive node(s), total {CPU: 4, GPU: 2}: 10.0.0.5 {CPU: 2, GPU: 1}; ...` for error messages."""
+    nodes = alive_nodes() if nodes is None else nodes
+    total: dict[str, float] = {}
+    for n in nodes:
+        for k, v in n["Resources"].items():
+            total[k] = total.get(k, 0.0) + v
+    per_node = "; ".join(f"{n.get('NodeManagerAddress', '?')} {_fmt(n['Resources'])}" for n in nodes)
+    return f"{len(nodes)} alive node(s), total {_fmt(total)}: {per_node or 'none'}"
+
+
 def _largest_node(nodes: list[dict]) -> dict:
     return max((n["Resources"] for n in nodes), key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={})
 
@@ -42,7 +94,7 @@ def wait_for_fit(num_cpus: float, num_gpus: float, timeout_s: float, poll_s: flo
 
     deadline = time.monotonic() + timeout_s
     while True:
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        nodes = alive_nodes()
         if any(n["Resources"].get("CPU", 0) >= num_cpus and n["Resources"].get("GPU", 0) >= num_gpus for n in nodes):
             return
         if time.monotonic() >= deadline:
@@ -55,3 +107,125 @@ def wait_for_fit(num_cpus: float, num_gpus: float, timeout_s: float, poll_s: flo
                 f"lower resources.num_cpus_per_member / resources.gpus_per_member or add nodes"
             )
         time.sleep(poll_s)
+
+
+@dataclass
+class MemberPlacement:
+    """The placement group the members of a run are launched into."""
+
+    pg: object
+    slots: int
+    bundle: dict[str, float]
+    placement: str
+    timeout_s: float
+    _rescheduling_since: float | None = None
+
+    def actor_options(self) -> dict:
+        """`.options(...)` for a member actor: its resources, inside any free bundle of the group."""
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        return {"num_cpus": self.bundle["CPU"], "num_gpus": self.bundle.get("GPU", 0.0),
+                "scheduling_strategy": PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=-1)}
+
+    def state(self) -> str:
+        from ray.util.placement_group import placement_group_table
+
+        return placement_group_table(self.pg).get("state", "UNKNOWN")
+
+    def bundle_nodes(self) -> list[str]:
+        """The node id of each bundle (while the group is placed)."""
+        from ray.util.placement_group import placement_group_table
+
+        table = placement_group_table(self.pg).get("bundles_to_node_id", {})
+        return [table[i] for i in sorted(table)]
+
+    def lost(self) -> bool:
+        """True once a lost node's bundles could not be moved for `timeout_s` (no room left for them)."""
+        if self.state() != "RESCHEDULING":
+            self._rescheduling_since = None
+            return False
+        now = time.monotonic()
+        if self._rescheduling_since is None:
+            self._rescheduling_since = now
+        return now - self._rescheduling_since >= self.timeout_s
+
+    def remove(self) -> None:
+        from ray.util.placement_group import remove_placement_group
+
+        try:
+            remove_placement_group(self.pg)
+        except Exception as exc:  # already gone with its job: nothing to free
+            log.debug("placement group removal: %s", exc)
+
+
+def place_members(count: int, num_cpus: float, num_gpus: float, placement: str, timeout_s: float,
+                  max_parallel: int | None = None, wait_for_nodes_s: float | None = None) -> MemberPlacement:
+    """Create (bounded wait) the placement group for `count` members; raise ResourceError if it cannot be.
+
+    Slots = min(count, max_parallel or the bundles the alive nodes hold). `wait_for_nodes_s` bounds the
+    wait for a node that can hold one member at all (default: timeout_s; 0 for an in-process Ray).
+    """
+    import ray
+    from ray.util.placement_group import placement_group
+
+    bundle = member_bundle(num_cpus, num_gpus)
+    t0 = time.monotonic()
+    wait_for_fit(num_cpus, num_gpus, timeout_s if wait_for_nodes_s is None else wait_for_nodes_s)
+    nodes = alive_nodes()
+    capacity = sum(node_slots(n["Resources"], bundle) for n in nodes)
+    slots = max(1, min(count, max_parallel or capacity))
+    pg = placement_group([dict(bundle)] * slots, strategy=STRATEGIES[placement])
+    remaining = max(1.0, timeout_s - (time.monotonic() - t0))
+    ready, _ = ray.wait([pg.ready()], timeout=remaining)
+    if not ready:
+        from ray.util.placement_group import remove_placement_group
+
+        remove_placement_group(pg)
+        asked = {k: v * slots for k, v in bundle.items()}
+        raise ResourceError(
+            f"could not place {slots} member(s) at once ({placement}: {slots} x {_fmt(bundle)} = {_fmt(asked)}) "
+            f"within {timeout_s:g} s; the cluster has {describe_cluster()}; lower resources.max_parallel_members "
+            f"or the per-member resources, or add nodes"
+        )
+    log.info("placed %d member slot(s) of %s (%s)", slots, bundle, placement)
+    return MemberPlacement(pg, slots, bundle, placement, timeout_s)
+
+
+def on_this_node() -> dict:
+    """`.options(...)` that keep a helper actor (progress board, voter) on the driver's node, off worker nodes
+    that may go away (soft: any node if this one cannot take it)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)}
+
+
+def _sees(path: str) -> bool:
+    return os.path.exists(path)
+
+
+def check_shared_dir(path: Path, timeout_s: float = 120.0) -> None:
+    """On a multi-node cluster, check that every alive node sees `path` (member checkpoints live there)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = alive_nodes()
+    if len(nodes) <= 1:
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / f".probe-{uuid.uuid4().hex[:8]}"
+    probe.write_text("")
+    sees = ray.remote(num_cpus=0)(_sees)
+    try:
+        refs = {n["NodeManagerAddress"] + " " + n["NodeID"][:8]: sees.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(str(probe))
+            for n in nodes}
+        blind = [name for name, ok in zip(refs, ray.get(list(refs.values()), timeout=timeout_s)) if not ok]
+    finally:
+        probe.unlink(missing_ok=True)
+    if blind:
+        raise CommitteeError(
+            f"{path} is not visible on node(s) {', '.join(blind)}: on a multi-node cluster member checkpoints "
+            f"must go to shared storage; use a --run-dir every node sees (NFS, EFS, ...) or set storage.uri "
+            f"(e.g. s3://bucket/prefix)"
+        )

@@ -109,8 +109,28 @@ class DeepConfig(_Strict):
 class ResourcesConfig(_Strict):
     num_cpus_per_member: float = Field(1.0, gt=0.0)
     gpus_per_member: float = Field(0.0, ge=0.0, description="fractional values let members share a GPU")
-    placement: Literal["pack", "spread"] = "pack"
-    placement_timeout_s: float = Field(60.0, gt=0.0, description="fail if members cannot be placed in time")
+    placement: Literal["pack", "spread"] = Field(
+        "pack", description="pack: as many members per node (and GPU) as fit; spread: members on distinct nodes "
+        "where possible (both through one Ray placement group)"
+    )
+    placement_timeout_s: float = Field(
+        60.0, gt=0.0, description="how long to wait for the members' resources (at the start, and after a node "
+        "is lost) before failing with what was asked and what the cluster has"
+    )
+    max_parallel_members: int | None = Field(
+        None, ge=1, description="members running at once (bundles of the placement group); null = as many as "
+        "the cluster's alive nodes hold when the run starts (set it on an autoscaling cluster to grow it)"
+    )
+
+
+class StorageConfig(_Strict):
+    uri: str | None = Field(
+        None, pattern=r"^([a-z][a-z0-9+.-]*://|/)",
+        description="where member checkpoints, weights and results go: null = <run dir>/members (on several "
+        "nodes the run dir must be a path every node sees); an absolute shared path or a pyarrow.fs URI "
+        "(s3://bucket/prefix, gs://..., file:///...) = <uri>/<run dir name>/members, and the report is copied "
+        "to <uri>/<run dir name> at the end"
+    )
 
 
 class ExperimentConfig(_Strict):
@@ -125,6 +145,7 @@ class ExperimentConfig(_Strict):
     committee: CommitteeConfig = CommitteeConfig()
     deep: DeepConfig = DeepConfig()
     resources: ResourcesConfig = ResourcesConfig()
+    storage: StorageConfig = StorageConfig()
 
     @model_validator(mode="after")
     def _lengths_fit_positions(self) -> "ExperimentConfig":

@@ -24,13 +24,20 @@ def check_data(cfg) -> Path:
     return root
 
 
-def build_inputs(cfg, root: Path, run_dir: Path, echo=print) -> tuple[SharedInputs, dict]:
-    """Tokenizer (trained or loaded, saved to run_dir/tokenizer) and all token arrays of the run."""
+def build_inputs(cfg, root: Path, run_dir: Path, echo=print,
+                 reuse_tokenizer: bool = False) -> tuple[SharedInputs, dict]:
+    """Tokenizer (trained or loaded, saved to run_dir/tokenizer) and all token arrays of the run.
+
+    reuse_tokenizer (a resumed run): load run_dir/tokenizer when it exists, so finished members and the
+    members still to run see the same token ids.
+    """
     t0 = time.perf_counter()
     articles = wdata.pretraining_articles(root, cfg.pretrain.articles, cfg.pretrain.order_seed)
     task = wdata.load_task(root, cfg.task.name, cfg.task.train_per_class, cfg.task.val_per_class,
                            cfg.task.test_per_class, cfg.task.sample_seed)
-    if cfg.tokenizer.path:
+    if reuse_tokenizer and (run_dir / "tokenizer").is_dir():
+        tokenizer = load_tokenizer(str(run_dir / "tokenizer"))
+    elif cfg.tokenizer.path:
         try:
             tokenizer = load_tokenizer(cfg.tokenizer.path)
         except (OSError, ValueError) as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import ray
 
 
@@ -22,6 +24,13 @@ class MemberActor:
         def report(record: dict) -> None:
             board.update.remote(spec.name, record)
 
+        ctx = ray.get_runtime_context()
+        with warnings.catch_warnings():  # Ray 2.60 warns about its own use of a deprecated attribute here
+            warnings.simplefilter("ignore", DeprecationWarning)
+            restarted = ctx.was_current_actor_reconstructed
+        # where the member runs (and whether Ray restarted it after its process died): metrics.jsonl keeps it
+        report({"phase": "start", "node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address(),
+                "restarted": restarted})
         return run_member(spec, inputs, on_log=report)
 
 

@@ -7,9 +7,9 @@ identical and they see the fine-tuning data in the same order: the gap measures 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -109,17 +109,18 @@ def pretrained_mlm(spec: MemberSpec, inputs: SharedInputs, on_log: Callable[[dic
     """The member's masked LM after pre-training (loaded if already finished, resumed if interrupted)."""
     from transformers import BertForMaskedLM
 
-    out = Path(spec.out_dir)
-    final = out / "mlm"
-    if (final / "pretrain_stats.json").is_file():
-        return BertForMaskedLM.from_pretrained(final), json.loads((final / "pretrain_stats.json").read_text())
+    out = spec.out_dir  # a path, or a storage URI (see workers.checkpoint)
+    final = checkpoint.join(out, "mlm")
+    stats_text = checkpoint.read_bytes(checkpoint.join(final, "pretrain_stats.json"))  # written last: the marker
+    if stats_text is not None:
+        return BertForMaskedLM.from_pretrained(checkpoint.local_dir(final)), json.loads(stats_text)
     torch.manual_seed(spec.seed)
     model = build_mlm(_config(spec, inputs)).to(member_device())
     stats = pretrain(model, inputs.blocks, inputs.special, _pretrain_settings(spec, inputs),
-                     checkpoint_dir=out / "checkpoints", on_log=on_log)
+                     checkpoint_dir=checkpoint.join(out, "checkpoints"), on_log=on_log)
     stats["parameters"] = count_parameters(model)
     checkpoint.save_final(final, model, {"pretrain_stats.json": json.dumps(stats)})
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    checkpoint.remove(checkpoint.join(out, "checkpoints"))
     return model, stats
 
 
@@ -137,7 +138,7 @@ def run_member(spec: MemberSpec, inputs: SharedInputs, on_log: Callable[[dict], 
     ft_stats = finetune(model, inputs.train, inputs.train_labels, pad, settings, on_log=on_log)
     val_logits = predict_logits(model, inputs.val, pad, precision=settings.precision)
     test_logits = predict_logits(model, inputs.test, pad, precision=settings.precision)
-    classifier_dir = checkpoint.save_final(Path(spec.out_dir) / "classifier", model)
+    classifier_dir = checkpoint.save_final(checkpoint.join(spec.out_dir, "classifier"), model)
     ft_stats["wall_s"] = time.perf_counter() - t0
     result = MemberResult(
         name=spec.name, index=spec.index, seed=spec.seed, pretrained=spec.pretrained,
@@ -152,19 +153,16 @@ def run_member(spec: MemberSpec, inputs: SharedInputs, on_log: Callable[[dict], 
 
 def save_result(result: MemberResult, out_dir: str | Path) -> None:
     """Write the result next to the member's weights (atomically), so a resumed run can skip the member."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     meta = {k: v for k, v in asdict(result).items() if k not in ("val_logits", "test_logits")}
-    tmp = out / f".tmp-{RESULT_FILE}"
-    with open(tmp, "wb") as fh:
-        np.savez(fh, val_logits=result.val_logits, test_logits=result.test_logits, meta=json.dumps(meta))
-    tmp.replace(out / RESULT_FILE)
+    buffer = io.BytesIO()
+    np.savez(buffer, val_logits=result.val_logits, test_logits=result.test_logits, meta=json.dumps(meta))
+    checkpoint.write_bytes(checkpoint.join(out_dir, RESULT_FILE), buffer.getvalue())
 
 
 def load_result(out_dir: str | Path) -> MemberResult | None:
-    path = Path(out_dir) / RESULT_FILE
-    if not path.is_file():
+    raw = checkpoint.read_bytes(checkpoint.join(out_dir, RESULT_FILE))
+    if raw is None:
         return None
-    with np.load(path) as data:
+    with np.load(io.BytesIO(raw)) as data:
         meta = json.loads(str(data["meta"]))
         return MemberResult(val_logits=data["val_logits"], test_logits=data["test_logits"], **meta)
