@@ -55,7 +55,8 @@ class Sizes:
 
 
 FULL = Sizes(600, 3, 2, 96, 2, 24, 6, 2, 2)
-QUICK = Sizes(120, 2, 1, 8, 1, 4, 2, 1, 1)
+QUICK = Sizes(120, 2, 1, 8, 1, 3, 1, 1, 1)
+CUDA = Sizes(600, 5, 10, 250, 3, 60, 20, 2, 2)  # a GPU step takes milliseconds: more work per round
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class BenchOptions:
     threads: int | None = None  # torch threads in this process; default: all cores
     data_root: str | None = None
     cache_dir: str | None = None
+    tokenizer: str | None = None  # a saved tokenizer to use instead of training one
     seed: int = 0
 
 
@@ -113,8 +115,13 @@ def prepare(opts: BenchOptions, sizes: Sizes, echo) -> Prepared:
     shape = MODELS[opts.model]
     root = wdata.resolve_data_root(opts.data_root)
     cache = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir()
-    tok_articles = min(shape["tokenizer_articles"], len(wdata.load_wikipedia_texts(root)))
-    tokenizer = bench_tokenizer(root, shape["vocab"], tok_articles, cache, echo)
+    if opts.tokenizer:
+        from workers.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(opts.tokenizer)
+    else:
+        tok_articles = min(shape["tokenizer_articles"], len(wdata.load_wikipedia_texts(root)))
+        tokenizer = bench_tokenizer(root, shape["vocab"], tok_articles, cache, echo)
     special = SpecialIds.of(tokenizer)
     articles = wdata.pretraining_articles(root, sizes.pretrain_articles, 0)
     packed = pack_blocks(encode(tokenizer, articles, special=False), SEQ_LEN, special.cls, special.sep, special.pad)
@@ -137,7 +144,7 @@ def bench_peak(device: str, quick: bool) -> dict:
 
     from workers.bench import matmul_peak
 
-    size = 512 if quick else 2048
+    size = 512 if quick else 8192 if device == "cuda" else 2048
     peaks = {"fp32": [], "bf16": []}
     for _ in range(2):  # alternate, take the best median (peak means best)
         peaks["fp32"].append(matmul_peak(device, torch.float32, size, repeats=3))
@@ -390,8 +397,9 @@ def bench_gpu_sharing(p: Prepared, opts: BenchOptions, sizes: Sizes, echo) -> di
                                 log_every=10_000)
     cfg = p.member_config.to_dict()
     steps = max(2, sizes.pretrain_steps * 2)
-    echo(f"members per GPU: {k} fractional-GPU actors (num_gpus={1 / k:.3f}) against {k} members in one process")
-    actors = [BenchWorker.options(num_cpus=1, num_gpus=1 / k).remote(1, "cuda") for _ in range(k)]
+    gpus = 1 / k if opts.device == "cuda" else 0  # cpu: only to exercise this code path without a GPU
+    echo(f"members per GPU: {k} fractional-GPU actors (num_gpus={gpus:.3f}) against {k} members in one process")
+    actors = [BenchWorker.options(num_cpus=1, num_gpus=gpus).remote(1, opts.device) for _ in range(k)]
     blocks = ray.put(p.packed)
     ray.get([a.setup_pretrain.remote(cfg, blocks, p.special, settings, opts.seed + i) for i, a in enumerate(actors)])
     ray.get([a.pretrain_steps.remote(1) for a in actors])
@@ -415,12 +423,13 @@ def bench_gpu_sharing(p: Prepared, opts: BenchOptions, sizes: Sizes, echo) -> di
                 process_rates.append(tokens / (time.perf_counter() - t0))
     gpu_mib = ray.get([a.peak_gpu_mib.remote() for a in actors])
     del loops
-    torch.cuda.empty_cache()
+    if opts.device == "cuda":
+        torch.cuda.empty_cache()
     for a in actors:
         ray.kill(a)
 
     # Serving: K one-member fractional actors through Ray against the packed committee in one process.
-    actors = [BenchWorker.options(num_cpus=1, num_gpus=1 / k).remote(1, "cuda") for _ in range(k)]
+    actors = [BenchWorker.options(num_cpus=1, num_gpus=gpus).remote(1, opts.device) for _ in range(k)]
     ray.get([a.load_classifiers.remote(cfg, [i], 4, p.deep_config.to_dict() if i == 0 else None)
              for i, a in enumerate(actors)])
     packed = PackedCommittee.from_members(_committee_members(p.member_config, k, opts.device))
@@ -479,7 +488,7 @@ def run_bench(opts: BenchOptions, echo=print) -> dict:
     if opts.device == "cuda" and not torch.cuda.is_available():
         raise CommitteeError("--device cuda: torch sees no CUDA device here")
     hf_logging.set_verbosity_error()
-    sizes = QUICK if opts.quick else FULL
+    sizes = QUICK if opts.quick else CUDA if opts.device == "cuda" else FULL
     threads = opts.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     t0 = time.perf_counter()

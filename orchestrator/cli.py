@@ -111,6 +111,7 @@ def bench(
     workers: int = typer.Option(2, "--workers", min=1, help="Ray worker processes of 1 CPU (scaling, serving)"),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="default: $COMMITTEE_DATA or ../shared/data"),
     cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="where the trained tokenizer is cached"),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="a saved tokenizer (default: train and cache one)"),
 ):
     """Side-by-side throughput and latency: the authors' loops against the project's, on real text."""
     from orchestrator.bench import BenchOptions, format_table, run_bench, write_json
@@ -119,7 +120,7 @@ def bench(
         raise typer.BadParameter("--device is cpu or cuda; --precision is bf16 or fp32")
     opts = BenchOptions(model=model or ("tiny" if quick else "bert1"), quick=quick, device=device,
                         precision=precision, members=members, workers=workers, data_root=data_root,
-                        cache_dir=cache_dir)
+                        cache_dir=cache_dir, tokenizer=tokenizer)
     result = run_bench(opts, echo=lambda msg: typer.echo(msg, err=True))
     typer.echo(format_table(result))
     if json_path:
