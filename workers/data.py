@@ -28,7 +28,7 @@ TASK_FILES = {
     "dbpedia_14": ("dbpedia_14/train.parquet", "dbpedia_14/test.parquet"),
     "few_rel": ("few_rel/val_wiki.json",),
 }
-FEW_REL_TEST_PER_RELATION = 140  # per-relation split of FewRel's 700 examples: 560 train / 140 test
+FEW_REL_TEST_PER_RELATION = 70  # per-relation split of FewRel's 700 examples: 630 train / 70 test (the paper's)
 
 
 def default_data_root() -> Path | None:
