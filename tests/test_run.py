@@ -1,0 +1,100 @@
+"""`committee run configs/smoke.yaml` end to end on a real local Ray, and what its run directory holds."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REQUIRED_REPORT_KEYS = {"task", "members", "committee", "scratch_committee", "committee_curve", "deep", "timing"}
+
+
+def committee(*args, timeout=300):
+    env = {**os.environ, "RAY_TMPDIR": os.environ.get("RAY_TMPDIR", "/tmp/ray-ct")}
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def without_timing(report: dict) -> dict:
+    return {k: v for k, v in report.items() if k != "timing"}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "smoke"
+    t0 = time.perf_counter()
+    proc = committee("run", "configs/smoke.yaml", "--run-dir", str(run_dir))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return run_dir, proc, time.perf_counter() - t0
+
+
+def test_smoke_run_writes_a_complete_run_directory(smoke_run):
+    run_dir, proc, wall = smoke_run
+    assert f"report: {run_dir / 'report.md'}" in proc.stdout
+    for name in ("config.yaml", "report.json", "report.md", "committee_curve.png", "metrics.jsonl"):
+        assert (run_dir / name).is_file(), name
+    report = json.loads((run_dir / "report.json").read_text())
+    assert REQUIRED_REPORT_KEYS <= set(report)
+    assert report["task"] == "ag_news"
+    members = report["members"]
+    assert [(m["index"], m["seed"], m["pretrained"]) for m in members] == \
+        [(0, 0, True), (1, 1, True), (0, 0, False), (1, 1, False)]
+    for m in members:
+        assert 0.0 <= m["val_accuracy"] <= 1.0 and 0.0 <= m["test_accuracy"] <= 1.0
+    for key in ("committee", "scratch_committee"):
+        assert set(report[key]) == {"soft", "logit", "hard", "weighted"}
+        assert all(0.0 <= v["test_accuracy"] <= 1.0 for v in report[key].values())
+    assert [p["size"] for p in report["committee_curve"]] == [1, 2]
+    # the curve's first point is member 0 alone
+    assert report["committee_curve"][0]["pretrained_accuracy"] == members[0]["test_accuracy"]
+    assert report["committee_curve"][0]["scratch_accuracy"] == members[2]["test_accuracy"]
+    assert report["deep"]["layers"] == 2
+    assert report["timing"]["wall_s"] > 0 and report["timing"]["pretrain_tokens_per_s"] > 0
+    assert report["corpus"]["articles"] == 60
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert {r["member"] for r in lines} >= {"member-00", "member-01", "deep", "scratch-00"}
+    assert any(r.get("phase") == "pretrain" for r in lines)
+
+
+def test_run_directory_loads_in_plain_transformers(smoke_run):
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    run_dir, _, _ = smoke_run
+    tokenizer = AutoTokenizer.from_pretrained(str(run_dir / "tokenizer"))
+    model = BertForSequenceClassification.from_pretrained(str(run_dir / "members" / "member-00" / "classifier"))
+    batch = tokenizer(["Stocks rallied after the earnings report."], return_tensors="pt")
+    assert model(**batch).logits.shape == (1, 4)
+    assert (run_dir / "members" / "member-00" / "mlm" / "model.safetensors").is_file()
+
+
+def test_same_config_and_seed_give_the_same_report(smoke_run, tmp_path):
+    first_dir, _, _ = smoke_run
+    proc = committee("run", "configs/smoke.yaml", "--run-dir", str(tmp_path / "again"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first = json.loads((first_dir / "report.json").read_text())
+    second = json.loads((tmp_path / "again" / "report.json").read_text())
+    assert without_timing(second) == without_timing(first)
+
+
+def test_existing_run_directory_is_refused(smoke_run):
+    run_dir, _, _ = smoke_run
+    proc = committee("run", "configs/smoke.yaml", "--run-dir", str(run_dir))
+    assert proc.returncode == 2
+    assert "already exists" in proc.stderr and "--overwrite" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (run_dir / "report.json").is_file(), "the refused run left the old one untouched"
+
+
+def test_more_cpus_per_member_than_the_machine_fails_fast(tmp_path):
+    t0 = time.perf_counter()
+    proc = committee("run", "configs/smoke.yaml", "resources.num_cpus_per_member=64",
+                     "resources.placement_timeout_s=5", "--run-dir", str(tmp_path / "big"))
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "64" in proc.stderr and "CPU" in proc.stderr and "Traceback" not in proc.stderr
+    assert time.perf_counter() - t0 < 120
