@@ -28,7 +28,7 @@ class DataConfig(_Strict):
 
 
 class TaskConfig(_Strict):
-    name: Literal["ag_news", "dbpedia_14", "few_rel"] = "ag_news"
+    name: Literal["ag_news", "dbpedia_14", "few_rel"] = Field("ag_news", description="classification task")
     train_per_class: int = Field(250, ge=1, description="fine-tuning examples per class")
     val_per_class: int = Field(50, ge=1, description="validation examples per class, carved from train")
     test_per_class: int | None = Field(
@@ -40,19 +40,19 @@ class TaskConfig(_Strict):
 
 class TokenizerConfig(_Strict):
     path: str | None = Field(None, description="an existing tokenizer directory; null = train one")
-    vocab_size: int = Field(8000, ge=200, le=100_000)
+    vocab_size: int = Field(8000, ge=200, le=100_000, description="WordPiece vocabulary of a trained tokenizer")
     train_articles: int | None = Field(
         None, ge=1, description="articles the tokenizer is trained on; null = the pre-training corpus"
     )
 
 
 class ModelConfig(_Strict):
-    hidden_size: int = Field(128, ge=8)
-    num_heads: int = Field(2, ge=1)
+    hidden_size: int = Field(128, ge=8, description="width (the paper: 64 x heads)")
+    num_heads: int = Field(2, ge=1, description="attention heads; must divide hidden_size")
     num_layers: int = Field(1, ge=1, le=48, description="encoder layers of each member (BERT-1: 1)")
     intermediate_size: int | None = Field(None, ge=8, description="FFN width; null = 4 x hidden_size")
     max_position: int = Field(128, ge=8, le=4096, description="position embeddings (the paper: 128)")
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="hidden and attention dropout")
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> "ModelConfig":
@@ -69,25 +69,25 @@ class PretrainConfig(_Strict):
     mode: Literal["packed", "truncate"] = Field(
         "packed", description="packed: fixed-length blocks, articles joined by [SEP]; truncate: first seq_len tokens"
     )
-    seq_len: int = Field(128, ge=8, le=4096)
-    batch_size: int = Field(32, ge=1)
+    seq_len: int = Field(128, ge=8, le=4096, description="tokens per pre-training sequence")
+    batch_size: int = Field(32, ge=1, description="sequences per pre-training step")
     max_steps: int = Field(200, ge=1, description="optimizer steps per member")
-    lr: float = Field(5e-4, gt=0.0, le=1.0)
-    weight_decay: float = Field(0.01, ge=0.0)
-    warmup_steps: int = Field(20, ge=0)
-    mask_prob: float = Field(0.15, gt=0.0, lt=1.0)
-    precision: Literal["fp32", "bf16"] = "fp32"
+    lr: float = Field(5e-4, gt=0.0, le=1.0, description="AdamW peak learning rate")
+    weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay (not on biases, LayerNorm)")
+    warmup_steps: int = Field(20, ge=0, description="linear warm-up steps, then linear decay to 0")
+    mask_prob: float = Field(0.15, gt=0.0, lt=1.0, description="share of non-special tokens chosen (80% [MASK], 10% random, 10% kept)")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast on CPU (AMX) or GPU")
     checkpoint_every: int = Field(100, ge=1, description="steps between member checkpoints")
     log_every: int = Field(10, ge=1, description="steps between progress reports")
 
 
 class FinetuneConfig(_Strict):
-    epochs: int = Field(3, ge=1)
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(1e-3, gt=0.0, le=1.0)
-    weight_decay: float = Field(0.01, ge=0.0)
-    warmup_ratio: float = Field(0.1, ge=0.0, le=1.0)
-    precision: Literal["fp32", "bf16"] = "fp32"
+    epochs: int = Field(3, ge=1, description="passes over the task's training examples")
+    batch_size: int = Field(32, ge=1, description="examples per step (length-bucketed, padded per batch)")
+    lr: float = Field(1e-3, gt=0.0, le=1.0, description="AdamW peak learning rate (all weights trained)")
+    weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay")
+    warmup_ratio: float = Field(0.1, ge=0.0, le=1.0, description="share of steps in linear warm-up")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast on CPU or GPU")
 
 
 class CommitteeConfig(_Strict):
@@ -100,14 +100,14 @@ class CommitteeConfig(_Strict):
 
 class DeepConfig(_Strict):
     enabled: bool = Field(True, description="also pre-train one deep model on the same corpus")
-    num_layers: int = Field(6, ge=1, le=48)
+    num_layers: int = Field(6, ge=1, le=48, description="layers of the deep model (same width as members)")
     token_budget: Literal["member", "committee"] = Field(
         "member", description="pre-training tokens: as one member, or as the whole committee"
     )
 
 
 class ResourcesConfig(_Strict):
-    num_cpus_per_member: float = Field(1.0, gt=0.0)
+    num_cpus_per_member: float = Field(1.0, gt=0.0, description="CPUs per member actor (torch threads)")
     gpus_per_member: float = Field(0.0, ge=0.0, description="fractional values let members share a GPU")
     placement: Literal["pack", "spread"] = Field(
         "pack", description="pack: as many members per node (and GPU) as fit; spread: members on distinct nodes "
@@ -134,7 +134,7 @@ class StorageConfig(_Strict):
 
 
 class ExperimentConfig(_Strict):
-    name: str = Field("experiment", pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field("experiment", pattern=r"^[A-Za-z0-9_.-]+$", description="run name; default run dir runs/<name>")
     seed: int = Field(0, description="base seed; member i uses seed + i")
     data: DataConfig = DataConfig()
     task: TaskConfig = TaskConfig()
