@@ -1,0 +1,307 @@
+"""Multi-node behaviour on a simulated cluster (ray.cluster_utils.Cluster: a CPU-less head and worker
+nodes with custom resources and logical GPUs, all real Ray processes on this machine).
+
+One cluster serves the module; each test adds the worker nodes it needs and removes them after.
+Members are tiny (hidden 32, a few dozen steps) so that the module runs in a few minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import pytest
+
+from orchestrator import cluster
+from orchestrator.config import load_config
+from orchestrator.driver import run_experiment
+from workers.errors import ResourceError
+
+pytestmark = pytest.mark.multinode
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "smoke.yaml"
+# members only (no scratch twins, no deep model): what these tests look at is where members run
+SMALL = ["committee.scratch=false", "deep.enabled=false", "finetune.epochs=1"]
+# long enough pre-training (with a checkpoint every 10 steps) to interrupt it in the middle
+FAULT = SMALL + ["committee.members=2", "pretrain.max_steps=120", "pretrain.checkpoint_every=10",
+                 "resources.placement=spread", "resources.placement_timeout_s=5"]
+
+
+class SimCluster:
+    def __init__(self):
+        from ray.cluster_utils import Cluster
+
+        # a dead node is noticed within about 2 s (the default is tens of seconds)
+        self.cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 0, "include_dashboard": False,
+            "_system_config": {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
+                               "health_check_failure_threshold": 4}})
+        self.address = self.cluster.address
+        self.workers = []
+
+    def add(self, count: int, **node_args) -> list:
+        nodes = [self.cluster.add_node(**node_args) for _ in range(count)]
+        self.cluster.wait_for_nodes()
+        self.workers += nodes
+        return nodes
+
+    def remove(self, node, graceful: bool = True) -> None:
+        self.cluster.remove_node(node, allow_graceful=graceful)
+        self.workers.remove(node)
+
+    def remove_workers(self) -> None:
+        for node in list(self.workers):
+            self.remove(node)
+        wait_until(lambda: len(cluster.alive_nodes()) == 1, 30)
+
+
+def wait_until(predicate, timeout_s: float, poll_s: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s")
+        time.sleep(poll_s)
+
+
+@pytest.fixture(scope="module")
+def sim():
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    sim = SimCluster()
+    ray.init(address=sim.address, log_to_driver=False)
+    yield sim
+    ray.shutdown()
+    sim.cluster.shutdown()
+
+
+@pytest.fixture
+def workers(sim):
+    yield sim
+    sim.remove_workers()
+
+
+def start_records(run_dir: Path, skip_lines: int = 0) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()[skip_lines:]
+    return [r for r in map(json.loads, lines) if r.get("phase") == "start"]
+
+
+def without_timing(report: dict) -> dict:
+    return {k: v for k, v in report.items() if k != "timing"}
+
+
+# ----------------------------------------------------------------------------------------------
+# placement
+
+
+def _probe_class():
+    import ray
+
+    @ray.remote
+    class Probe:
+        def where(self):
+            return ray.get_runtime_context().get_node_id(), ray.get_gpu_ids()
+
+    return Probe
+
+
+def _place_probes(count: int, cpus: float, gpus: float, placement: str):
+    import ray
+
+    placed = cluster.place_members(count, cpus, gpus, placement, timeout_s=20)
+    try:
+        probes = [_probe_class().options(**placed.actor_options()).remote() for _ in range(count)]
+        where = ray.get([p.where.remote() for p in probes], timeout=120)
+        for p in probes:
+            ray.kill(p)
+        return placed.bundle_nodes(), where
+    finally:
+        placed.remove()
+
+
+def test_pack_and_spread_place_members_where_they_say(workers):
+    nodes = workers.add(3, num_cpus=2, num_gpus=1, resources={"trainer": 1})
+    worker_ids = {n.node_id for n in nodes}
+
+    # pack: 4 one-CPU members fill two nodes (2 + 2), the third stays free
+    bundle_nodes, where = _place_probes(4, 1.0, 0.0, "pack")
+    assert set(bundle_nodes) <= worker_ids and len(set(bundle_nodes)) == 2
+    assert sorted(bundle_nodes.count(n) for n in set(bundle_nodes)) == [2, 2]
+    assert sorted(node for node, _ in where) == sorted(bundle_nodes)
+
+    # spread: 3 members on 3 distinct nodes; 4 members: every node used, none holds more than 2
+    bundle_nodes, where = _place_probes(3, 1.0, 0.0, "spread")
+    assert len({node for node, _ in where}) == 3
+    bundle_nodes, where = _place_probes(4, 1.0, 0.0, "spread")
+    assert len(set(bundle_nodes)) == 3 and max(bundle_nodes.count(n) for n in bundle_nodes) == 2
+
+    # fractional GPUs: pack puts two half-GPU members on one logical GPU
+    bundle_nodes, where = _place_probes(4, 0.5, 0.5, "pack")
+    assert len({node for node, _ in where}) == 2
+    per_node: dict = {}
+    for node, gpu_ids in where:
+        per_node.setdefault(node, []).append(tuple(gpu_ids))
+    for gpus in per_node.values():
+        assert len(gpus) == 2 and gpus[0] == gpus[1] and len(gpus[0]) == 1  # the same single GPU, shared
+
+
+def test_unplaceable_request_fails_fast_with_both_sides(workers, tmp_path):
+    workers.add(2, num_cpus=1)
+    t0 = time.monotonic()
+    with pytest.raises(ResourceError) as err:  # no node has 4 CPUs
+        cluster.place_members(2, 4.0, 0.0, "pack", timeout_s=2)
+    message = str(err.value)
+    assert time.monotonic() - t0 < 15
+    assert "4 CPU" in message and "largest node: 1 CPU" in message and "2 CPU" in message
+
+    t0 = time.monotonic()
+    with pytest.raises(ResourceError) as err:  # each fits, but not 5 at once on 2 CPUs
+        cluster.place_members(5, 1.0, 0.0, "spread", timeout_s=2, max_parallel=5)
+    message = str(err.value)
+    assert time.monotonic() - t0 < 15
+    assert "5 x {CPU: 1}" in message and "{CPU: 5}" in message and "total {CPU: 2" in message
+
+    t0 = time.monotonic()
+    with pytest.raises(ResourceError, match="1 GPU"):  # the driver path: a GPU member on CPU-only nodes
+        cfg = load_config(SMOKE, SMALL + ["resources.gpus_per_member=1", "resources.placement_timeout_s=2"])
+        run_experiment(cfg, tmp_path / "run", address=workers.address, echo=lambda _: None)
+    assert time.monotonic() - t0 < 60
+
+
+# ----------------------------------------------------------------------------------------------
+# a growing committee on a growing cluster
+
+
+def test_committee_grows_from_2_to_8_members_across_1_to_3_nodes(workers, tmp_path):
+    run_dir = tmp_path / "grow"
+    first = workers.add(1, num_cpus=1, resources={"trainer": 1})
+    small = load_config(SMOKE, SMALL + ["committee.members=2", "pretrain.max_steps=10"])
+    run_experiment(small, run_dir, address=workers.address, overwrite=True, echo=lambda _: None)
+    assert {r["node_id"] for r in start_records(run_dir)} == {first[0].node_id}
+    seen = len((run_dir / "metrics.jsonl").read_text().splitlines())
+
+    more = workers.add(2, num_cpus=1, resources={"trainer": 1})
+    lines: list[str] = []
+    grown = load_config(SMOKE, SMALL + ["committee.members=8", "pretrain.max_steps=10"])
+    out = run_experiment(grown, run_dir, address=workers.address, resume=True, echo=lines.append)
+    assert any("2 member(s) already finished" in line for line in lines)
+    new_starts = start_records(run_dir, skip_lines=seen)
+    assert sorted(r["member"] for r in new_starts) == [f"member-{i:02d}" for i in range(2, 8)]
+    assert {r["node_id"] for r in new_starts} == {first[0].node_id} | {n.node_id for n in more}
+    assert [m["name"] for m in out["members"]] == [f"member-{i:02d}" for i in range(8)]
+    assert len(out["committee_curve"]) == 8
+
+
+# ----------------------------------------------------------------------------------------------
+# surviving failures
+
+
+@pytest.fixture(scope="module")
+def reference_report(sim, tmp_path_factory):
+    """The uninterrupted run of the FAULT config (2 members on 2 nodes)."""
+    sim.add(2, num_cpus=1)
+    try:
+        cfg = load_config(SMOKE, FAULT)
+        return without_timing(run_experiment(cfg, tmp_path_factory.mktemp("reference") / "run",
+                                             address=sim.address, echo=lambda _: None))
+    finally:
+        sim.remove_workers()
+
+
+def _member_checkpointed_on(run_dir: Path, node_ids: set[str]):
+    """(member, node id) of a member still pre-training, with a checkpoint, on one of `node_ids`."""
+    if not (run_dir / "metrics.jsonl").exists():
+        return None
+    for rec in start_records(run_dir):
+        member_dir = run_dir / "members" / rec["member"]
+        ckpts = member_dir / "checkpoints"
+        if (rec["node_id"] in node_ids and ckpts.is_dir() and any(p.name.startswith("step-") for p in ckpts.iterdir())
+                and not (member_dir / "mlm").exists()):
+            return rec["member"], rec["node_id"]
+    return None
+
+
+def test_losing_a_node_mid_pretraining_still_gives_the_same_report(sim, reference_report, tmp_path):
+    run_dir = tmp_path / "run"
+    nodes = sim.add(2, num_cpus=1)
+    cfg = load_config(SMOKE, FAULT)
+    lines: list[str] = []
+    box: dict = {}
+
+    def drive():
+        try:
+            box["report"] = run_experiment(cfg, run_dir, address=sim.address, overwrite=True, echo=lines.append)
+        except BaseException:  # handed to the test thread
+            box["error"] = traceback.format_exc()
+
+    thread = threading.Thread(target=drive)
+    thread.start()
+    try:
+        deadline, hit = time.monotonic() + 180, None
+        while hit is None and time.monotonic() < deadline and thread.is_alive():
+            hit = _member_checkpointed_on(run_dir, {n.node_id for n in nodes})
+            time.sleep(0.1)
+        assert hit is not None, f"no member was caught mid-pre-training: {lines}"
+        member, node_id = hit
+        victim = next(n for n in nodes if n.node_id == node_id)
+        sim.remove(victim, graceful=False)  # the node dies: raylet and its workers are killed
+        thread.join(300)
+        assert not thread.is_alive(), "the run did not finish after the node was lost"
+        assert "error" not in box, box.get("error")
+        assert any("a node was lost" in line for line in lines), lines
+        assert without_timing(box["report"]) == reference_report
+        assert all((run_dir / "members" / m / "result.npz").is_file() for m in ("member-00", "member-01"))
+    finally:
+        thread.join(60)
+        sim.remove_workers()
+
+
+def test_killed_driver_resumes_without_redoing_finished_members(sim, reference_report, tmp_path):
+    run_dir = tmp_path / "run"
+    first = sim.add(1, num_cpus=1)
+    committee = [str(Path(sys.executable).parent / "committee")]
+    # one node: the members run one after the other; kill the driver once member-00 has finished and
+    # member-01 is in the middle of its pre-training (it has a checkpoint)
+    driver = subprocess.Popen(committee + ["run", str(SMOKE), *FAULT, "--run-dir", str(run_dir),
+                                           "--address", sim.address], cwd=REPO, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        hit = None
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and driver.poll() is None and hit is None:
+            done = (run_dir / "members" / "member-00" / "result.npz").is_file()
+            hit = _member_checkpointed_on(run_dir, {first[0].node_id}) if done else None
+            time.sleep(0.1)
+        assert driver.poll() is None and hit == ("member-01", first[0].node_id), "could not interrupt mid-run"
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait(30)
+        assert not (run_dir / "report.json").exists()
+        kept = {m: (run_dir / "members" / m / "result.npz").stat().st_mtime_ns
+                for m in ("member-00", "member-01") if (run_dir / "members" / m / "result.npz").is_file()}
+        assert "member-00" in kept
+        seen = len((run_dir / "metrics.jsonl").read_text().splitlines())
+
+        sim.add(1, num_cpus=1)  # the resumed run gets a second node
+        resumed = subprocess.run(committee + ["run", "--resume", str(run_dir), "resources.placement_timeout_s=30",
+                                              "--address", sim.address], cwd=REPO, capture_output=True,
+                                 text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert f"{len(kept)} member(s) already finished" in resumed.stdout
+        for member, mtime in kept.items():
+            assert (run_dir / "members" / member / "result.npz").stat().st_mtime_ns == mtime
+        assert not {r["member"] for r in start_records(run_dir, skip_lines=seen)} & set(kept)
+        report = json.loads((run_dir / "report.json").read_text())
+        assert without_timing(report) == reference_report
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+        sim.remove_workers()
