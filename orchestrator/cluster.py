@@ -2,7 +2,7 @@
 
 Placement: the members of a run share one placement group of `slots` bundles (one member's CPUs and
 GPUs each), strategy PACK (`placement: pack`: as few nodes as possible, fractional GPUs shared) or
-SPREAD (`placement: spread`: distinct nodes where possible). Members are launched into "any bundle"
+SPREAD (`placement: spread`: distinct nodes where possible; STRICT_SPREAD when there are enough nodes). Members are launched into "any bundle"
 (index -1), so when more members than slots are queued, each starts as soon as a bundle frees up.
 A placement group that cannot be created within `placement_timeout_s` fails with what it asked for
 and what the cluster has. When a node dies, Ray moves its bundles to other nodes if there is room;
@@ -174,7 +174,10 @@ def place_members(count: int, num_cpus: float, num_gpus: float, placement: str, 
     nodes = alive_nodes()
     capacity = sum(node_slots(n["Resources"], bundle) for n in nodes)
     slots = max(1, min(count, max_parallel or capacity))
-    pg = placement_group([dict(bundle)] * slots, strategy=STRATEGIES[placement])
+    strategy = STRATEGIES[placement]
+    if placement == "spread" and slots <= sum(1 for n in nodes if node_slots(n["Resources"], bundle) >= 1):
+        strategy = "STRICT_SPREAD"  # one member per node is possible: insist on it (SPREAD is best effort)
+    pg = placement_group([dict(bundle)] * slots, strategy=strategy)
     remaining = max(1.0, timeout_s - (time.monotonic() - t0))
     ready, _ = ray.wait([pg.ready()], timeout=remaining)
     if not ready:
@@ -193,11 +196,11 @@ def place_members(count: int, num_cpus: float, num_gpus: float, placement: str, 
 
 def on_this_node() -> dict:
     """`.options(...)` that keep a helper actor (progress board, voter) on the driver's node, off worker nodes
-    that may go away (soft: any node if this one cannot take it)."""
+    that may go away (hard affinity: a soft one let Ray put it on a worker node that was then lost)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)}
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)}
 
 
 def _sees(path: str) -> bool:

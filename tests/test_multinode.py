@@ -28,11 +28,12 @@ pytestmark = pytest.mark.multinode
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
-# members only (no scratch twins, no deep model): what these tests look at is where members run
-SMALL = ["committee.scratch=false", "deep.enabled=false", "finetune.epochs=1"]
-# long enough pre-training (with a checkpoint every 10 steps) to interrupt it in the middle
-FAULT = SMALL + ["committee.members=2", "pretrain.max_steps=120", "pretrain.checkpoint_every=10",
-                 "resources.placement=spread", "resources.placement_timeout_s=5"]
+# members only (no scratch twins, no deep model): what these tests look at is where members run; the
+# pre-training is long enough (a checkpoint every 5 of 60 steps) to interrupt it in the middle
+SMALL = ["committee.scratch=false", "deep.enabled=false", "finetune.epochs=1", "pretrain.max_steps=60",
+         "pretrain.checkpoint_every=5", "resources.placement=spread", "resources.placement_timeout_s=5"]
+TWO = SMALL + ["committee.members=2"]
+CPU1 = {"num_cpus": 1}  # the worker nodes of the run tests
 
 
 class SimCluster:
@@ -50,17 +51,23 @@ class SimCluster:
     def add(self, count: int, **node_args) -> list:
         nodes = [self.cluster.add_node(**node_args) for _ in range(count)]
         self.cluster.wait_for_nodes()
-        self.workers += nodes
+        self.workers += [(node, node_args) for node in nodes]
         return nodes
+
+    def ensure(self, count: int, **node_args) -> list:
+        """Exactly `count` worker nodes started with `node_args` (nodes are reused: each start costs seconds)."""
+        for node, args in list(self.workers):
+            if args != node_args:
+                self.remove(node)
+        while len(self.workers) > count:
+            self.remove(self.workers[-1][0])
+        self.add(count - len(self.workers), **node_args)
+        wait_until(lambda: len(cluster.alive_nodes()) == count + 1, 30)
+        return [node for node, _ in self.workers]
 
     def remove(self, node, graceful: bool = True) -> None:
         self.cluster.remove_node(node, allow_graceful=graceful)
-        self.workers.remove(node)
-
-    def remove_workers(self) -> None:
-        for node in list(self.workers):
-            self.remove(node)
-        wait_until(lambda: len(cluster.alive_nodes()) == 1, 30)
+        self.workers = [(n, a) for n, a in self.workers if n is not node]
 
 
 def wait_until(predicate, timeout_s: float, poll_s: float = 0.2) -> None:
@@ -82,12 +89,6 @@ def sim():
     yield sim
     ray.shutdown()
     sim.cluster.shutdown()
-
-
-@pytest.fixture
-def workers(sim):
-    yield sim
-    sim.remove_workers()
 
 
 def start_records(run_dir: Path, skip_lines: int = 0) -> list[dict]:
@@ -128,8 +129,8 @@ def _place_probes(count: int, cpus: float, gpus: float, placement: str):
         placed.remove()
 
 
-def test_pack_and_spread_place_members_where_they_say(workers):
-    nodes = workers.add(3, num_cpus=2, num_gpus=1, resources={"trainer": 1})
+def test_pack_and_spread_place_members_where_they_say(sim):
+    nodes = sim.ensure(3, num_cpus=2, num_gpus=1, resources={"trainer": 1})
     worker_ids = {n.node_id for n in nodes}
 
     # pack: 4 one-CPU members fill two nodes (2 + 2), the third stays free
@@ -154,67 +155,61 @@ def test_pack_and_spread_place_members_where_they_say(workers):
         assert len(gpus) == 2 and gpus[0] == gpus[1] and len(gpus[0]) == 1  # the same single GPU, shared
 
 
-def test_unplaceable_request_fails_fast_with_both_sides(workers, tmp_path):
-    workers.add(2, num_cpus=1)
+def test_unplaceable_request_fails_fast_with_both_sides(sim, tmp_path):
+    sim.ensure(3, num_cpus=2, num_gpus=1, resources={"trainer": 1})
     t0 = time.monotonic()
     with pytest.raises(ResourceError) as err:  # no node has 4 CPUs
         cluster.place_members(2, 4.0, 0.0, "pack", timeout_s=2)
     message = str(err.value)
     assert time.monotonic() - t0 < 15
-    assert "4 CPU" in message and "largest node: 1 CPU" in message and "2 CPU" in message
+    assert "4 CPU" in message and "largest node: 2 CPU" in message and "6 CPU" in message
 
     t0 = time.monotonic()
-    with pytest.raises(ResourceError) as err:  # each fits, but not 5 at once on 2 CPUs
-        cluster.place_members(5, 1.0, 0.0, "spread", timeout_s=2, max_parallel=5)
+    with pytest.raises(ResourceError) as err:  # each fits, but not 7 at once on 6 CPUs
+        cluster.place_members(7, 1.0, 0.0, "spread", timeout_s=2, max_parallel=7)
     message = str(err.value)
     assert time.monotonic() - t0 < 15
-    assert "5 x {CPU: 1}" in message and "{CPU: 5}" in message and "total {CPU: 2" in message
+    assert "7 x {CPU: 1}" in message and "{CPU: 7}" in message and "total {CPU: 6, GPU: 3" in message
 
     t0 = time.monotonic()
-    with pytest.raises(ResourceError, match="1 GPU"):  # the driver path: a GPU member on CPU-only nodes
-        cfg = load_config(SMOKE, SMALL + ["resources.gpus_per_member=1", "resources.placement_timeout_s=2"])
-        run_experiment(cfg, tmp_path / "run", address=workers.address, echo=lambda _: None)
+    with pytest.raises(ResourceError, match="2 GPU"):  # the driver path: 2 GPUs per member, 1 per node
+        cfg = load_config(SMOKE, SMALL + ["resources.gpus_per_member=2", "resources.placement_timeout_s=2"])
+        run_experiment(cfg, tmp_path / "run", address=sim.address, echo=lambda _: None)
     assert time.monotonic() - t0 < 60
 
 
 # ----------------------------------------------------------------------------------------------
-# a growing committee on a growing cluster
+# a growing committee on a growing cluster; its 2-member stage is the uninterrupted reference run
 
 
-def test_committee_grows_from_2_to_8_members_across_1_to_3_nodes(workers, tmp_path):
-    run_dir = tmp_path / "grow"
-    first = workers.add(1, num_cpus=1, resources={"trainer": 1})
-    small = load_config(SMOKE, SMALL + ["committee.members=2", "pretrain.max_steps=10"])
-    run_experiment(small, run_dir, address=workers.address, overwrite=True, echo=lambda _: None)
-    assert {r["node_id"] for r in start_records(run_dir)} == {first[0].node_id}
+@pytest.fixture(scope="module")
+def two_members(sim, tmp_path_factory):
+    """The uninterrupted 2-member run on one node: (run dir, report without timing, the node)."""
+    node = sim.ensure(1, **CPU1)[0]
+    run_dir = tmp_path_factory.mktemp("grow") / "run"
+    report = run_experiment(load_config(SMOKE, TWO), run_dir, address=sim.address, echo=lambda _: None)
+    return run_dir, without_timing(report), node
+
+
+def test_committee_grows_from_2_to_8_members_across_1_to_3_nodes(sim, two_members):
+    run_dir, _, first = two_members
+    assert {r["node_id"] for r in start_records(run_dir)} == {first.node_id}
     seen = len((run_dir / "metrics.jsonl").read_text().splitlines())
 
-    more = workers.add(2, num_cpus=1, resources={"trainer": 1})
+    nodes = sim.ensure(3, **CPU1)
     lines: list[str] = []
-    grown = load_config(SMOKE, SMALL + ["committee.members=8", "pretrain.max_steps=10"])
-    out = run_experiment(grown, run_dir, address=workers.address, resume=True, echo=lines.append)
+    grown = load_config(SMOKE, SMALL + ["committee.members=8", "resources.placement=pack"])
+    out = run_experiment(grown, run_dir, address=sim.address, resume=True, echo=lines.append)
     assert any("2 member(s) already finished" in line for line in lines)
     new_starts = start_records(run_dir, skip_lines=seen)
     assert sorted(r["member"] for r in new_starts) == [f"member-{i:02d}" for i in range(2, 8)]
-    assert {r["node_id"] for r in new_starts} == {first[0].node_id} | {n.node_id for n in more}
+    assert {r["node_id"] for r in new_starts} == {n.node_id for n in nodes}
     assert [m["name"] for m in out["members"]] == [f"member-{i:02d}" for i in range(8)]
     assert len(out["committee_curve"]) == 8
 
 
 # ----------------------------------------------------------------------------------------------
-# surviving failures
-
-
-@pytest.fixture(scope="module")
-def reference_report(sim, tmp_path_factory):
-    """The uninterrupted run of the FAULT config (2 members on 2 nodes)."""
-    sim.add(2, num_cpus=1)
-    try:
-        cfg = load_config(SMOKE, FAULT)
-        return without_timing(run_experiment(cfg, tmp_path_factory.mktemp("reference") / "run",
-                                             address=sim.address, echo=lambda _: None))
-    finally:
-        sim.remove_workers()
+# surviving failures: the same 2-member run, interrupted, must give the reference report
 
 
 def _member_checkpointed_on(run_dir: Path, node_ids: set[str]):
@@ -224,22 +219,25 @@ def _member_checkpointed_on(run_dir: Path, node_ids: set[str]):
     for rec in start_records(run_dir):
         member_dir = run_dir / "members" / rec["member"]
         ckpts = member_dir / "checkpoints"
-        if (rec["node_id"] in node_ids and ckpts.is_dir() and any(p.name.startswith("step-") for p in ckpts.iterdir())
-                and not (member_dir / "mlm").exists()):
+        try:
+            checkpointed = ckpts.is_dir() and any(p.name.startswith("step-") for p in ckpts.iterdir())
+        except FileNotFoundError:  # pruned or finished meanwhile
+            continue
+        if rec["node_id"] in node_ids and checkpointed and not (member_dir / "mlm").exists():
             return rec["member"], rec["node_id"]
     return None
 
 
-def test_losing_a_node_mid_pretraining_still_gives_the_same_report(sim, reference_report, tmp_path):
+def test_losing_a_node_mid_pretraining_still_gives_the_same_report(sim, two_members, tmp_path):
+    reference = two_members[1]
     run_dir = tmp_path / "run"
-    nodes = sim.add(2, num_cpus=1)
-    cfg = load_config(SMOKE, FAULT)
+    nodes = sim.ensure(2, **CPU1)
     lines: list[str] = []
     box: dict = {}
 
     def drive():
         try:
-            box["report"] = run_experiment(cfg, run_dir, address=sim.address, overwrite=True, echo=lines.append)
+            box["report"] = run_experiment(load_config(SMOKE, TWO), run_dir, address=sim.address, echo=lines.append)
         except BaseException:  # handed to the test thread
             box["error"] = traceback.format_exc()
 
@@ -249,29 +247,28 @@ def test_losing_a_node_mid_pretraining_still_gives_the_same_report(sim, referenc
         deadline, hit = time.monotonic() + 180, None
         while hit is None and time.monotonic() < deadline and thread.is_alive():
             hit = _member_checkpointed_on(run_dir, {n.node_id for n in nodes})
-            time.sleep(0.1)
+            time.sleep(0.05)
         assert hit is not None, f"no member was caught mid-pre-training: {lines}"
-        member, node_id = hit
-        victim = next(n for n in nodes if n.node_id == node_id)
+        victim = next(n for n in nodes if n.node_id == hit[1])
         sim.remove(victim, graceful=False)  # the node dies: raylet and its workers are killed
         thread.join(300)
         assert not thread.is_alive(), "the run did not finish after the node was lost"
         assert "error" not in box, box.get("error")
         assert any("a node was lost" in line for line in lines), lines
-        assert without_timing(box["report"]) == reference_report
+        assert without_timing(box["report"]) == reference
         assert all((run_dir / "members" / m / "result.npz").is_file() for m in ("member-00", "member-01"))
     finally:
         thread.join(60)
-        sim.remove_workers()
 
 
-def test_killed_driver_resumes_without_redoing_finished_members(sim, reference_report, tmp_path):
+def test_killed_driver_resumes_without_redoing_finished_members(sim, two_members, tmp_path):
+    reference = two_members[1]
     run_dir = tmp_path / "run"
-    first = sim.add(1, num_cpus=1)
+    first = sim.ensure(1, **CPU1)[0]
     committee = [str(Path(sys.executable).parent / "committee")]
     # one node: the members run one after the other; kill the driver once member-00 has finished and
     # member-01 is in the middle of its pre-training (it has a checkpoint)
-    driver = subprocess.Popen(committee + ["run", str(SMOKE), *FAULT, "--run-dir", str(run_dir),
+    driver = subprocess.Popen(committee + ["run", str(SMOKE), *TWO, "--run-dir", str(run_dir),
                                            "--address", sim.address], cwd=REPO, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -279,29 +276,26 @@ def test_killed_driver_resumes_without_redoing_finished_members(sim, reference_r
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and driver.poll() is None and hit is None:
             done = (run_dir / "members" / "member-00" / "result.npz").is_file()
-            hit = _member_checkpointed_on(run_dir, {first[0].node_id}) if done else None
-            time.sleep(0.1)
-        assert driver.poll() is None and hit == ("member-01", first[0].node_id), "could not interrupt mid-run"
+            hit = _member_checkpointed_on(run_dir, {first.node_id}) if done else None
+            time.sleep(0.05)
+        assert driver.poll() is None and hit == ("member-01", first.node_id), "could not interrupt mid-run"
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait(30)
         assert not (run_dir / "report.json").exists()
-        kept = {m: (run_dir / "members" / m / "result.npz").stat().st_mtime_ns
-                for m in ("member-00", "member-01") if (run_dir / "members" / m / "result.npz").is_file()}
-        assert "member-00" in kept
+        finished = run_dir / "members" / "member-00" / "result.npz"
+        mtime = finished.stat().st_mtime_ns
         seen = len((run_dir / "metrics.jsonl").read_text().splitlines())
 
-        sim.add(1, num_cpus=1)  # the resumed run gets a second node
+        sim.ensure(2, **CPU1)  # the resumed run gets a second node
         resumed = subprocess.run(committee + ["run", "--resume", str(run_dir), "resources.placement_timeout_s=30",
                                               "--address", sim.address], cwd=REPO, capture_output=True,
                                  text=True, timeout=300)
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-        assert f"{len(kept)} member(s) already finished" in resumed.stdout
-        for member, mtime in kept.items():
-            assert (run_dir / "members" / member / "result.npz").stat().st_mtime_ns == mtime
-        assert not {r["member"] for r in start_records(run_dir, skip_lines=seen)} & set(kept)
+        assert "1 member(s) already finished" in resumed.stdout
+        assert finished.stat().st_mtime_ns == mtime
+        assert [r["member"] for r in start_records(run_dir, skip_lines=seen)] == ["member-01"]
         report = json.loads((run_dir / "report.json").read_text())
-        assert without_timing(report) == reference_report
+        assert without_timing(report) == reference
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
-        sim.remove_workers()
