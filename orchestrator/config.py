@@ -282,3 +282,14 @@ def describe_fields(model: type[BaseModel] = ExperimentConfig, prefix: str = "")
         else:
             rows.append((dotted, repr(field.default), field.description or ""))
     return rows
+
+
+def reference_table() -> str:
+    """The README's config reference, as a markdown table (`python -m orchestrator.config`)."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{key}` | `{default}` | {text} |" for key, default, text in describe_fields()]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(reference_table())
