@@ -212,12 +212,12 @@ def test_committee_grows_from_2_to_8_members_across_1_to_3_nodes(sim, two_member
 # surviving failures: the same 2-member run, interrupted, must give the reference report
 
 
-def _member_checkpointed_on(run_dir: Path, node_ids: set[str]):
+def _member_checkpointed_on(run_dir: Path, node_ids: set[str], members: Path | None = None):
     """(member, node id) of a member still pre-training, with a checkpoint, on one of `node_ids`."""
     if not (run_dir / "metrics.jsonl").exists():
         return None
     for rec in start_records(run_dir):
-        member_dir = run_dir / "members" / rec["member"]
+        member_dir = (members or run_dir / "members") / rec["member"]
         ckpts = member_dir / "checkpoints"
         try:
             checkpointed = ckpts.is_dir() and any(p.name.startswith("step-") for p in ckpts.iterdir())
@@ -262,27 +262,31 @@ def test_losing_a_node_mid_pretraining_still_gives_the_same_report(sim, two_memb
 
 
 def test_killed_driver_resumes_without_redoing_finished_members(sim, two_members, tmp_path):
+    """Members on a storage URI (file:// stands in for s3://): the resumed run finds them there."""
     reference = two_members[1]
     run_dir = tmp_path / "run"
+    store = tmp_path / "store"
+    members = store / "run" / "members"
     first = sim.ensure(1, **CPU1)[0]
     committee = [str(Path(sys.executable).parent / "committee")]
     # one node: the members run one after the other; kill the driver once member-00 has finished and
     # member-01 is in the middle of its pre-training (it has a checkpoint)
-    driver = subprocess.Popen(committee + ["run", str(SMOKE), *TWO, "--run-dir", str(run_dir),
-                                           "--address", sim.address], cwd=REPO, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = subprocess.Popen(committee + ["run", str(SMOKE), *TWO, f"storage.uri=file://{store}",
+                                           "--run-dir", str(run_dir), "--address", sim.address],
+                              cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         hit = None
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and driver.poll() is None and hit is None:
-            done = (run_dir / "members" / "member-00" / "result.npz").is_file()
-            hit = _member_checkpointed_on(run_dir, {first.node_id}) if done else None
+            done = (members / "member-00" / "result.npz").is_file()
+            hit = _member_checkpointed_on(run_dir, {first.node_id}, members) if done else None
             time.sleep(0.05)
         assert driver.poll() is None and hit == ("member-01", first.node_id), "could not interrupt mid-run"
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait(30)
         assert not (run_dir / "report.json").exists()
-        finished = run_dir / "members" / "member-00" / "result.npz"
+        assert not (run_dir / "members").exists()  # nothing on the driver's disk
+        finished = members / "member-00" / "result.npz"
         mtime = finished.stat().st_mtime_ns
         seen = len((run_dir / "metrics.jsonl").read_text().splitlines())
 
@@ -296,6 +300,7 @@ def test_killed_driver_resumes_without_redoing_finished_members(sim, two_members
         assert [r["member"] for r in start_records(run_dir, skip_lines=seen)] == ["member-01"]
         report = json.loads((run_dir / "report.json").read_text())
         assert without_timing(report) == reference
+        assert json.loads((store / "run" / "report.json").read_text()) == report  # copied next to the members
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
