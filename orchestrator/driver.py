@@ -72,11 +72,18 @@ def check_resume(cfg: ExperimentConfig, run_dir: Path) -> None:
                              f"run's values; resume without these overrides or start a new --run-dir")
 
 
+def storage_root(cfg: ExperimentConfig, run_dir: Path):
+    """Where a run's outputs that every node writes go: the run dir, or storage.uri/<run dir name>.
+
+    Member checkpoints go to `<storage_root>/members`; a Tune-based command passes
+    `<storage_root>/tune` as Tune's storage_path (Ray syncs nothing to the head node by itself).
+    """
+    return run_dir if cfg.storage.uri is None else checkpoint.join(cfg.storage.uri, run_dir.name)
+
+
 def members_root(cfg: ExperimentConfig, run_dir: Path):
-    """Where member checkpoints, weights and results go: the run dir, or storage.uri/<run dir name>."""
-    if cfg.storage.uri is None:
-        return run_dir / "members"
-    return checkpoint.join(cfg.storage.uri, run_dir.name, "members")
+    """Where member checkpoints, weights and results go."""
+    return checkpoint.join(storage_root(cfg, run_dir), "members")
 
 
 def mirror_run_dir(run_dir: Path, dest) -> None:
@@ -135,7 +142,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, address: str | No
     report.write(run_dir, out, command=command)
     echo(f"report: {run_dir / 'report.md'}")
     if cfg.storage.uri is not None:
-        dest = checkpoint.join(cfg.storage.uri, run_dir.name)
+        dest = storage_root(cfg, run_dir)
         mirror_run_dir(run_dir, dest)
         echo(f"report copied to {dest}")
     return out
