@@ -38,6 +38,20 @@ def percentile(values, q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else float("nan")
 
 
+def matmul_work(device: str, dtype: torch.dtype, size: int, inner: int = 4) -> Callable[[], float]:
+    """A contender for `alternate_rounds`: `inner` size x size products; returns their FLOPs."""
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+
+    def work() -> float:
+        for _ in range(inner):
+            a @ b
+        sync(device)
+        return 2.0 * size ** 3 * inner
+
+    return work
+
+
 def matmul_peak(device: str, dtype: torch.dtype, size: int = 2048, repeats: int = 5, inner: int = 4) -> float:
     """Matmul FLOP/s of a size x size product on `device` (median over repeats after one warm-up)."""
     a = torch.randn(size, size, device=device).to(dtype)
@@ -323,6 +337,19 @@ def timed_forward(models: list, input_ids: torch.Tensor, attention_mask: torch.T
             seconds.append(time.perf_counter() - t0)
             out.append(logits.float().cpu().numpy())
     return np.stack(out), seconds
+
+
+def timed_packed_forward(packs: list, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                         device) -> tuple[np.ndarray, list[float]]:
+    """`PackedCommittee` models one after another: logits [sum of their K, b, classes] and each one's seconds."""
+    out, seconds = [], []
+    for pack in packs:
+        t0 = time.perf_counter()
+        logits = pack(input_ids, attention_mask)
+        sync(device)
+        seconds.append(time.perf_counter() - t0)
+        out.append(logits.float().cpu().numpy())
+    return np.concatenate(out), seconds
 
 
 def peak_rss_mib() -> float:

@@ -31,33 +31,36 @@ class BenchWorker:
         from transformers import BertConfig
 
         from workers.models import build_classifier
+        from workers.packed import PackedCommittee
 
         def build(cfg: dict, seed: int):
             torch.manual_seed(seed)
             return build_classifier(BertConfig.from_dict(cfg), num_labels).to(self.device).eval()
 
-        self.members = [build(config, s) for s in seeds]
-        self.deep = build(deep_config, 0) if deep_config else None
+        # Each model served through the packed kernels (K = 1): the fastest way found to run one
+        # member, and the same one for the deep model, so neither side gets a trick the other lacks.
+        self.members = [PackedCommittee.from_members([build(config, s)]) for s in seeds]
+        self.deep = PackedCommittee.from_members([build(deep_config, 0)]) if deep_config else None
         return len(self.members)
 
     def infer(self, input_ids, attention_mask) -> tuple:
         """Every member held here, one after another: (logits [k, b, classes] float32, per-member seconds)."""
         import torch
 
-        from workers.bench import timed_forward
+        from workers.bench import timed_packed_forward
 
         ids = torch.from_numpy(input_ids).to(self.device)
         mask = torch.from_numpy(attention_mask).to(self.device)
-        return timed_forward(self.members, ids, mask, self.device)
+        return timed_packed_forward(self.members, ids, mask, self.device)
 
     def infer_deep(self, input_ids, attention_mask) -> tuple:
         import torch
 
-        from workers.bench import timed_forward
+        from workers.bench import timed_packed_forward
 
         ids = torch.from_numpy(input_ids).to(self.device)
         mask = torch.from_numpy(attention_mask).to(self.device)
-        logits, seconds = timed_forward([self.deep], ids, mask, self.device)
+        logits, seconds = timed_packed_forward([self.deep], ids, mask, self.device)
         return logits[0], seconds[0]
 
     def ping(self) -> float:
