@@ -88,25 +88,15 @@ def _largest_node(nodes: list[dict]) -> dict:
     return max((n["Resources"] for n in nodes), key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={})
 
 
-def wait_for_fit(num_cpus: float, num_gpus: float, timeout_s: float, poll_s: float = 1.0) -> None:
-    """Wait (bounded) until some alive node can hold one member; raise ResourceError naming both sides."""
-    import ray
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        nodes = alive_nodes()
-        if any(n["Resources"].get("CPU", 0) >= num_cpus and n["Resources"].get("GPU", 0) >= num_gpus for n in nodes):
-            return
-        if time.monotonic() >= deadline:
-            total = ray.cluster_resources()
-            big = _largest_node(nodes)
-            raise ResourceError(
-                f"each member asks for {num_cpus:g} CPU and {num_gpus:g} GPU, but no node has that much "
-                f"(largest node: {big.get('CPU', 0):g} CPU, {big.get('GPU', 0):g} GPU; cluster total: "
-                f"{total.get('CPU', 0):g} CPU, {total.get('GPU', 0):g} GPU, {len(nodes)} node(s)); "
-                f"lower resources.num_cpus_per_member / resources.gpus_per_member or add nodes"
-            )
-        time.sleep(poll_s)
+def no_node_fits(num_cpus: float, num_gpus: float, waited_s: float) -> ResourceError:
+    nodes = alive_nodes()
+    big = _largest_node(nodes)
+    waited = f" (and none joined within {waited_s:g} s)" if waited_s > 0 else ""
+    return ResourceError(
+        f"each member asks for {num_cpus:g} CPU and {num_gpus:g} GPU, but no node has that much{waited}: "
+        f"largest node: {big.get('CPU', 0):g} CPU, {big.get('GPU', 0):g} GPU; the cluster has "
+        f"{describe_cluster(nodes)}; lower resources.num_cpus_per_member / resources.gpus_per_member or add nodes"
+    )
 
 
 @dataclass
@@ -159,38 +149,40 @@ class MemberPlacement:
 
 
 def place_members(count: int, num_cpus: float, num_gpus: float, placement: str, timeout_s: float,
-                  max_parallel: int | None = None, wait_for_nodes_s: float | None = None) -> MemberPlacement:
+                  max_parallel: int | None = None, in_process: bool = False) -> MemberPlacement:
     """Create (bounded wait) the placement group for `count` members; raise ResourceError if it cannot be.
 
-    Slots = min(count, max_parallel or the bundles the alive nodes hold). `wait_for_nodes_s` bounds the
-    wait for a node that can hold one member at all (default: timeout_s; 0 for an in-process Ray).
+    Slots = min(count, max_parallel or the bundles the alive nodes hold, at least 1). The pending group
+    is itself the request an autoscaler acts on: a cluster that starts without GPU workers grows to fit
+    it (set max_parallel to ask for more than one member's node). In-process, nothing can join: a member
+    that fits no node fails at once.
     """
     import ray
-    from ray.util.placement_group import placement_group
+    from ray.util.placement_group import placement_group, remove_placement_group
 
     bundle = member_bundle(num_cpus, num_gpus)
-    t0 = time.monotonic()
-    wait_for_fit(num_cpus, num_gpus, timeout_s if wait_for_nodes_s is None else wait_for_nodes_s)
     nodes = alive_nodes()
+    fitting = [n for n in nodes if node_slots(n["Resources"], bundle) >= 1]
+    if not fitting and in_process:
+        raise no_node_fits(num_cpus, num_gpus, 0)
     capacity = sum(node_slots(n["Resources"], bundle) for n in nodes)
     slots = max(1, min(count, max_parallel or capacity))
     strategy = STRATEGIES[placement]
-    if placement == "spread" and slots <= sum(1 for n in nodes if node_slots(n["Resources"], bundle) >= 1):
+    if placement == "spread" and slots <= len(fitting):
         strategy = "STRICT_SPREAD"  # one member per node is possible: insist on it (SPREAD is best effort)
     pg = placement_group([dict(bundle)] * slots, strategy=strategy)
-    remaining = max(1.0, timeout_s - (time.monotonic() - t0))
-    ready, _ = ray.wait([pg.ready()], timeout=remaining)
+    ready, _ = ray.wait([pg.ready()], timeout=timeout_s)
     if not ready:
-        from ray.util.placement_group import remove_placement_group
-
         remove_placement_group(pg)
+        if not any(node_slots(n["Resources"], bundle) >= 1 for n in alive_nodes()):
+            raise no_node_fits(num_cpus, num_gpus, timeout_s)
         asked = {k: v * slots for k, v in bundle.items()}
         raise ResourceError(
             f"could not place {slots} member(s) at once ({placement}: {slots} x {_fmt(bundle)} = {_fmt(asked)}) "
             f"within {timeout_s:g} s; the cluster has {describe_cluster()}; lower resources.max_parallel_members "
             f"or the per-member resources, or add nodes"
         )
-    log.info("placed %d member slot(s) of %s (%s)", slots, bundle, placement)
+    log.info("placed %d member slot(s) of %s (%s)", slots, bundle, strategy)
     return MemberPlacement(pg, slots, bundle, placement, timeout_s)
 
 

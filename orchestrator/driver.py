@@ -185,8 +185,7 @@ def run_members(ray, specs, inputs, cfg: ExperimentConfig, run_dir: Path, echo,
 
     def place(count: int) -> cluster.MemberPlacement:
         placed = cluster.place_members(count, res.num_cpus_per_member, res.gpus_per_member, res.placement,
-                                       res.placement_timeout_s, res.max_parallel_members,
-                                       wait_for_nodes_s=0.0 if in_process else None)
+                                       res.placement_timeout_s, res.max_parallel_members, in_process=in_process)
         echo(f"placement ({res.placement}): {placed.slots} member(s) at once on "
              f"{len(set(placed.bundle_nodes()))} node(s)")
         return placed

@@ -162,7 +162,7 @@ def test_unplaceable_request_fails_fast_with_both_sides(sim, tmp_path):
         cluster.place_members(2, 4.0, 0.0, "pack", timeout_s=2)
     message = str(err.value)
     assert time.monotonic() - t0 < 15
-    assert "4 CPU" in message and "largest node: 2 CPU" in message and "6 CPU" in message
+    assert "4 CPU" in message and "largest node: 2 CPU" in message and "total {CPU: 6, GPU: 3" in message
 
     t0 = time.monotonic()
     with pytest.raises(ResourceError) as err:  # each fits, but not 7 at once on 6 CPUs
