@@ -115,11 +115,14 @@ def _probe_class():
     return Probe
 
 
-def _place_probes(count: int, cpus: float, gpus: float, placement: str):
+def _place_probes(count: int, cpus: float, gpus: float, placement: str, probes: bool = True):
+    """(node of each bundle, (node, GPU ids) seen by an actor launched into each bundle)."""
     import ray
 
     placed = cluster.place_members(count, cpus, gpus, placement, timeout_s=20)
     try:
+        if not probes:
+            return placed.bundle_nodes(), []
         probes = [_probe_class().options(**placed.actor_options()).remote() for _ in range(count)]
         where = ray.get([p.where.remote() for p in probes], timeout=120)
         for p in probes:
@@ -142,7 +145,7 @@ def test_pack_and_spread_place_members_where_they_say(sim):
     # spread: 3 members on 3 distinct nodes; 4 members: every node used, none holds more than 2
     bundle_nodes, where = _place_probes(3, 1.0, 0.0, "spread")
     assert len({node for node, _ in where}) == 3
-    bundle_nodes, where = _place_probes(4, 1.0, 0.0, "spread")
+    bundle_nodes = _place_probes(4, 1.0, 0.0, "spread", probes=False)[0]
     assert len(set(bundle_nodes)) == 3 and max(bundle_nodes.count(n) for n in bundle_nodes) == 2
 
     # fractional GPUs: pack puts two half-GPU members on one logical GPU
@@ -199,11 +202,35 @@ def test_committee_grows_from_2_to_8_members_across_1_to_3_nodes(sim, two_member
     nodes = sim.ensure(3, **CPU1)
     lines: list[str] = []
     grown = load_config(SMOKE, SMALL + ["committee.members=8", "resources.placement=pack"])
-    out = run_experiment(grown, run_dir, address=sim.address, resume=True, echo=lines.append)
+    # on the way, one member's process dies mid-pre-training: Ray restarts it, it resumes from its checkpoint
+    stop = threading.Event()
+    killed: list[dict] = []
+
+    def kill_one_member():
+        while not stop.is_set() and not killed:
+            hit = _member_checkpointed_on(run_dir, {n.node_id for n in nodes})
+            if hit is not None and hit[0] != "member-00":
+                rec = [r for r in start_records(run_dir, skip_lines=seen) if r["member"] == hit[0]][-1]
+                os.kill(rec["pid"], signal.SIGKILL)
+                killed.append(rec)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=kill_one_member)
+    watcher.start()
+    try:
+        out = run_experiment(grown, run_dir, address=sim.address, resume=True, echo=lines.append)
+    finally:
+        stop.set()
+        watcher.join()
     assert any("2 member(s) already finished" in line for line in lines)
     new_starts = start_records(run_dir, skip_lines=seen)
-    assert sorted(r["member"] for r in new_starts) == [f"member-{i:02d}" for i in range(2, 8)]
-    assert {r["node_id"] for r in new_starts} == {n.node_id for n in nodes}
+    assert killed, "no member was caught mid-pre-training"
+    restarts = [r for r in new_starts if r["restarted"]]
+    assert [r["member"] for r in restarts] == [killed[0]["member"]]
+    assert any(f"{killed[0]['member']} restarted" in line for line in lines)
+    first_starts = [r for r in new_starts if not r["restarted"]]
+    assert sorted(r["member"] for r in first_starts) == [f"member-{i:02d}" for i in range(2, 8)]
+    assert {r["node_id"] for r in first_starts} == {n.node_id for n in nodes}
     assert [m["name"] for m in out["members"]] == [f"member-{i:02d}" for i in range(8)]
     assert len(out["committee_curve"]) == 8
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import ray
@@ -30,7 +31,7 @@ class MemberActor:
             restarted = ctx.was_current_actor_reconstructed
         # where the member runs (and whether Ray restarted it after its process died): metrics.jsonl keeps it
         report({"phase": "start", "node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address(),
-                "restarted": restarted})
+                "pid": os.getpid(), "restarted": restarted})
         return run_member(spec, inputs, on_log=report)
 
 
