@@ -95,8 +95,9 @@ def markdown(r: dict, run_dir: Path, command: str) -> str:
         "",
         f"Task **{r['task']}** ({c['train_examples']} train / {c['val_examples']} validation / {c['test_examples']} test "
         f"examples), pre-training on the first {c['articles']} Wikipedia articles of the seeded order "
-        f"({c['corpus_tokens']:,} tokens, vocab {c['vocab_size']:,}; the task's token overlap with the corpus: "
-        f"{100 * c['token_overlap']:.1f}%). Base seed {r['seed']}. Test accuracy is measured once, after the final step; "
+        f"({c['corpus_tokens']:,} tokens, vocab {c['vocab_size']:,}). Token overlap: {100 * c['token_overlap']:.1f}% of the "
+        f"task's training-token occurrences have ids that occur in the corpus (near 100% whenever the tokenizer "
+        f"was trained on that corpus). Base seed {r['seed']}. Test accuracy is measured once, after the final step; "
         f"the validation split (carved from the training data) serves the weighted vote.",
         "",
         "## Committee (test accuracy, %)",
