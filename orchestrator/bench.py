@@ -328,14 +328,23 @@ def bench_ray_cpu(p: Prepared, opts: BenchOptions, sizes: Sizes, echo) -> tuple[
     ray.get([w.pretrain_steps.remote(1) for w in workers])  # warm-up
     steps = sizes.scaling_steps
     rates: dict[str, list[float]] = {"1": [], str(n): []}
+    cores: dict[str, list[float]] = {"1": [], str(n): []}  # CPU seconds the workers got per wall second
+    per_cpu: dict[str, list[float]] = {"1": [], str(n): []}  # tokens per CPU second
     for r in range(sizes.scaling_rounds * 2):
         group = workers[:1] if (r % 2 == 0) == (r // 2 % 2 == 0) else workers
         t0 = time.perf_counter()
         done = ray.get([w.pretrain_steps.remote(steps) for w in group])
-        rates[str(len(group))].append(sum(t for t, _ in done) / (time.perf_counter() - t0))
+        wall = time.perf_counter() - t0
+        tokens, cpu_s = sum(d[0] for d in done), sum(d[2] for d in done)
+        rates[str(len(group))].append(tokens / wall)
+        cores[str(len(group))].append(cpu_s / wall)
+        per_cpu[str(len(group))].append(tokens / max(cpu_s, 1e-9))
     scaling = {"workers": n, "steps_per_round": steps,
                "tokens_per_s_1": median(rates["1"]), f"tokens_per_s_{n}": median(rates[str(n)]),
-               "rounds": rates, "ratio": median(rates[str(n)]) / median(rates["1"]), "precision": opts.precision}
+               "rounds": rates, "ratio": median(rates[str(n)]) / median(rates["1"]), "precision": opts.precision,
+               "cores_received_1": median(cores["1"]), f"cores_received_{n}": median(cores[str(n)]),
+               "tokens_per_cpu_s_1": median(per_cpu["1"]), f"tokens_per_cpu_s_{n}": median(per_cpu[str(n)]),
+               "per_core_ratio": median(per_cpu[str(n)]) / median(per_cpu["1"])}
     memory = {"member_actor_peak_rss_mib": max(ray.get([w.peak_rss_mib.remote() for w in workers])),
               "what": "peak resident memory of a 1-CPU member actor after pre-training steps (model, AdamW state, "
                       "activations, torch and transformers)"}
@@ -420,7 +429,7 @@ def bench_gpu_sharing(p: Prepared, opts: BenchOptions, sizes: Sizes, echo) -> di
         for what in (("actors", "process") if r % 2 == 0 else ("process", "actors")):
             t0 = time.perf_counter()
             if what == "actors":
-                tokens = sum(t for t, _ in ray.get([a.pretrain_steps.remote(steps) for a in actors]))
+                tokens = sum(d[0] for d in ray.get([a.pretrain_steps.remote(steps) for a in actors]))
                 actor_rates.append(tokens / (time.perf_counter() - t0))
             else:
                 tokens = sum(lp.step() for _ in range(steps) for lp in loops)
@@ -617,6 +626,10 @@ def format_table(r: dict) -> str:
         lines += [f"4. scaling, member pre-training tokens/s, 1 -> {n} Ray workers of 1 CPU",
                   f"{'   aggregate':<58}{_n(sc['tokens_per_s_1']):>12}{_n(sc[f'tokens_per_s_{n}']):>12}"
                   f"{sc['ratio']:>8.2f}x",
+                  f"{'   CPU cores the workers actually got (others share them)':<58}{sc['cores_received_1']:>12.2f}"
+                  f"{sc[f'cores_received_{n}']:>12.2f}",
+                  f"{'   tokens per CPU-second (per-core efficiency)':<58}{_n(sc['tokens_per_cpu_s_1']):>12}"
+                  f"{_n(sc[f'tokens_per_cpu_s_{n}']):>12}{sc['per_core_ratio']:>8.2f}x",
                   f"5. peak memory of one member actor: {r['memory']['member_actor_peak_rss_mib']:,.0f} MiB"]
     if "members_per_gpu" in r:
         g = r["members_per_gpu"]

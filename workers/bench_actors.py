@@ -78,11 +78,11 @@ class BenchWorker:
         model = build_mlm(BertConfig.from_dict(config)).to(self.device)
         self.loop = PretrainLoop("member", model, blocks, special, settings, reference=False, device=self.device)
 
-    def pretrain_steps(self, steps: int) -> tuple[int, float]:
-        """(real tokens, seconds) of `steps` member-loop steps."""
-        t0 = time.perf_counter()
+    def pretrain_steps(self, steps: int) -> tuple[int, float, float]:
+        """(real tokens, wall seconds, CPU seconds of this process) of `steps` member-loop steps."""
+        t0, c0 = time.perf_counter(), time.process_time()
         tokens = sum(self.loop.step() for _ in range(steps))
-        return tokens, time.perf_counter() - t0
+        return tokens, time.perf_counter() - t0, time.process_time() - c0
 
     def peak_rss_mib(self) -> float:
         from workers.bench import peak_rss_mib
