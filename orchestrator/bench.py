@@ -568,6 +568,10 @@ def _n(x: float) -> str:
     return f"{x:,.0f}" if x >= 100 else f"{x:,.1f}"
 
 
+def _flops(loop: dict) -> str:
+    return f"{loop['flops_per_s'] / 1e9:,.0f} ({loop['mfu']:.0%})"
+
+
 def format_table(r: dict) -> str:
     m, mach, pt, ft, lat = r["model"], r["machine"], r["pretrain"], r["finetune"], r["latency"]
     prec = pt["member"]["precision"]
@@ -576,12 +580,13 @@ def format_table(r: dict) -> str:
         f"seq {m['seq_len']}, batch {m['batch_size']}; member {m['member_parameters']:,} parameters), "
         f"device {mach['device']} ({mach['torch_threads']} torch threads)",
         f"matmul peak measured in this run (GFLOP/s): alone fp32 {mach['peak_flops_fp32'] / 1e9:,.0f}, "
-        f"bf16 {mach['peak_flops_bf16'] / 1e9:,.0f}; in the pre-training rounds (used for the shares) fp32 "
-        f"{pt['peak_flops_in_rounds']['fp32'] / 1e9:,.0f}, bf16 {pt['peak_flops_in_rounds']['bf16'] / 1e9:,.0f}",
+        f"bf16 {mach['peak_flops_bf16'] / 1e9:,.0f}" + (
+            f"; in the pre-training rounds (used for the shares) fp32 {pt['peak_flops_in_rounds']['fp32'] / 1e9:,.0f}, "
+            f"bf16 {pt['peak_flops_in_rounds']['bf16'] / 1e9:,.0f}" if "peak_flops_in_rounds" in pt else ""),
         "",
         f"{'measure':<58}{'reference':>12}{'project':>12}{'ratio':>9}",
         "1. pre-training, real tokens/s (median of rounds)",
-        f"{'   HF BertForMaskedLM(labels=) fp32 pad-128 | member loop ' + prec:<58}"
+        f"{'   HF labels= fp32 pad-128 | member loop packed ' + prec:<58}"
         f"{_n(pt['reference']['tokens_per_s']):>12}{_n(pt['member']['tokens_per_s']):>12}{pt['ratio']:>8.2f}x",
     ]
     if "member_fp32" in pt:
@@ -589,8 +594,7 @@ def format_table(r: dict) -> str:
                      f"{pt['ratio_fp32']:>8.2f}x")
     lines += [
         f"{'   model GFLOP/s (share of peak of its precision)':<58}"
-        f"{pt['reference']['flops_per_s'] / 1e9:>6,.0f} ({pt['reference']['mfu']:>3.0%})"
-        f"{pt['member']['flops_per_s'] / 1e9:>6,.0f} ({pt['member']['mfu']:>3.0%})",
+        f"{_flops(pt['reference']):>12}{_flops(pt['member']):>12}",
         f"{'   masked share of maskable tokens':<58}{pt['reference']['mask']['masked_share']:>12.3f}"
         f"{pt['member']['mask']['masked_share']:>12.3f}",
         "2. AG News, examples/s (pad-128 fp32 | length buckets " + ft["precision"] + ")",
@@ -640,7 +644,8 @@ def format_table(r: dict) -> str:
         for b, s in g["serving"].items():
             for name, v in s.items():
                 lines.append(f"{'   ' + b + ', ' + name + ' p50 / p95 ms':<58}{v['p50_ms']:>12.2f}{v['p95_ms']:>12.2f}")
-    lines += ["", "targets (issue 3, 2-core CPU, paper BERT-1 shape):"]
+    lines += ["", f"targets (issue 3, set for a 2-core CPU at the paper BERT-1 shape; this run: {mach['device']}, "
+                  f"model {m['name']}):"]
     for name, t in r["targets"].items():
         lines.append(f"   {name:<40}{t['value']:>8.3f}  target {t['target']:<8} {'met' if t['met'] else 'NOT met'}")
     lines.append(f"wall time {r['wall_s']:.0f} s")
