@@ -37,8 +37,11 @@ MODELS = {
     "bert1": {"hidden": 768, "heads": 12, "vocab": 30522, "tokenizer_articles": 6417},
     "bert1-512": {"hidden": 512, "heads": 8, "vocab": 30522, "tokenizer_articles": 6417},
     "bert1-256": {"hidden": 256, "heads": 4, "vocab": 30522, "tokenizer_articles": 6417},
+    "bert6": {"hidden": 768, "heads": 12, "vocab": 30522, "tokenizer_articles": 6417, "layers": 6},
     "tiny": {"hidden": 64, "heads": 2, "vocab": 2000, "tokenizer_articles": 300},
 }
+# `layers` (default 1) is the depth that sections 1 and 2 train; section 3 always compares 1-layer
+# members with a 6-layer model of the same width.
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class Sizes:
     scaling_steps: int
 
 
-FULL = Sizes(600, 3, 2, 64, 2, 24, 6, 2, 2)
+FULL = Sizes(600, 6, 1, 64, 3, 24, 6, 2, 2)  # rounds of one step each: load on a shared machine drifts within seconds
 QUICK = Sizes(120, 2, 1, 8, 1, 3, 1, 1, 1)
 CUDA = Sizes(600, 5, 10, 250, 3, 60, 20, 2, 2)  # a GPU step takes milliseconds: more work per round
 
@@ -103,7 +106,8 @@ class Prepared:
     train: object  # Ragged AG News train examples
     train_labels: np.ndarray
     test: object  # Ragged AG News test examples (latency requests, prediction)
-    member_config: object
+    member_config: object  # 1 layer: committee members
+    train_config: object  # the --model's depth: trained in sections 1, 2 and 4
     deep_config: object
 
 
@@ -129,10 +133,12 @@ def prepare(opts: BenchOptions, sizes: Sizes, echo) -> Prepared:
     task = wdata.load_task(root, "ag_news", sizes.finetune_per_class, 0, 64, 0)
     vocab = max(shape["vocab"], special.vocab_size)
     member = bert_config(vocab, shape["hidden"], shape["heads"], 1, max_position=SEQ_LEN, num_labels=4)
+    trained = bert_config(vocab, shape["hidden"], shape["heads"], shape.get("layers", 1), max_position=SEQ_LEN,
+                          num_labels=4)
     deep = bert_config(vocab, shape["hidden"], shape["heads"], 6, max_position=SEQ_LEN, num_labels=4)
     return Prepared(tokenizer, special, packed, truncated,
                     encode(tokenizer, task.train_texts, max_length=SEQ_LEN), task.train_labels,
-                    encode(tokenizer, task.test_texts, max_length=SEQ_LEN), member, deep)
+                    encode(tokenizer, task.test_texts, max_length=SEQ_LEN), member, trained, deep)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -166,7 +172,7 @@ def bench_pretrain(p: Prepared, opts: BenchOptions, sizes: Sizes, peak: dict, ec
 
     def model():
         torch.manual_seed(opts.seed)
-        return build_mlm(p.member_config).to(opts.device)
+        return build_mlm(p.train_config).to(opts.device)
 
     loops = {
         "reference": PretrainLoop("reference", model(), p.truncated, p.special, settings("fp32"), True, opts.device),
@@ -184,7 +190,7 @@ def bench_pretrain(p: Prepared, opts: BenchOptions, sizes: Sizes, peak: dict, ec
     rates = alternate_rounds(contenders, sizes.pretrain_rounds, warmup=1)
     peak = {prec: median(rates[f"peak_{prec}"]) for prec in ("fp32", "bf16")}
     out: dict = {"peak_flops_in_rounds": peak}
-    cfg = p.member_config
+    cfg = p.train_config
     positions = BATCH_SIZE * SEQ_LEN
     for name, lp in loops.items():
         tokens_per_s = median(rates[name])
@@ -198,6 +204,8 @@ def bench_pretrain(p: Prepared, opts: BenchOptions, sizes: Sizes, peak: dict, ec
                      "flops_per_s": flops_per_s, "mfu": flops_per_s / peak[precision],
                      "mask": lp.mask_stats(), "losses": lp.losses}
     out["ratio"] = out["member"]["tokens_per_s"] / out["reference"]["tokens_per_s"]
+    # The same ratio taken round by round (neighbours in time see the same load), then the median.
+    out["ratio_median_of_rounds"] = median([m / r for m, r in zip(rates["member"], rates["reference"])])
     out["mfu"] = out["member"]["mfu"]
     if "member_fp32" in out:
         out["ratio_fp32"] = out["member_fp32"]["tokens_per_s"] / out["reference"]["tokens_per_s"]
@@ -221,7 +229,7 @@ def bench_finetune(p: Prepared, opts: BenchOptions, sizes: Sizes, echo) -> dict:
 
     def model():
         torch.manual_seed(opts.seed)
-        return build_classifier(p.member_config, 4).to(opts.device)
+        return build_classifier(p.train_config, 4).to(opts.device)
 
     n = len(p.train)
     echo(f"fine-tuning and prediction: {n} AG News examples, pad-to-{SEQ_LEN} against length-bucketed batches")
@@ -247,6 +255,7 @@ def bench_finetune(p: Prepared, opts: BenchOptions, sizes: Sizes, echo) -> dict:
         "examples": n, "mean_length": float(lengths.mean()), "max_length": int(lengths.max()),
         "reference_examples_per_s": train["reference"], "project_examples_per_s": train["project"],
         "ratio": train["project"] / train["reference"],
+        "ratio_median_of_rounds": median([p_ / r for p_, r in zip(train_rates["project"], train_rates["reference"])]),
         "predict": {"examples": len(test), "reference_examples_per_s": predict["reference"],
                     "project_examples_per_s": predict["project"],
                     "ratio": predict["project"] / predict["reference"]},
@@ -322,8 +331,8 @@ def bench_ray_cpu(p: Prepared, opts: BenchOptions, sizes: Sizes, echo) -> tuple[
                                 warmup_steps=0, mask_prob=0.15, precision=opts.precision, checkpoint_every=10_000,
                                 log_every=10_000)
     blocks = ray.put(p.packed)
-    cfg = p.member_config.to_dict()
-    ray.get([w.setup_pretrain.remote(cfg, blocks, p.special, settings, opts.seed + i) for i, w in enumerate(workers)])
+    train_cfg = p.train_config.to_dict()
+    ray.get([w.setup_pretrain.remote(train_cfg, blocks, p.special, settings, opts.seed + i) for i, w in enumerate(workers)])
     echo(f"scaling: member pre-training in 1 and {n} Ray worker processes of 1 CPU each")
     ray.get([w.pretrain_steps.remote(1) for w in workers])  # warm-up
     steps = sizes.scaling_steps
@@ -351,6 +360,7 @@ def bench_ray_cpu(p: Prepared, opts: BenchOptions, sizes: Sizes, echo) -> tuple[
 
     # Serving: worker i holds members i, i + n, ...; worker 0 also holds the deep model.
     k = opts.members
+    cfg = p.member_config.to_dict()
     deep_cfg = p.deep_config.to_dict()
     ray.get([w.load_classifiers.remote(cfg, list(range(i, k, n)), 4, deep_cfg if i == 0 else None)
              for i, w in enumerate(workers)])
@@ -519,6 +529,7 @@ def run_bench(opts: BenchOptions, echo=print) -> dict:
                     "peak_flops_fp32": peak["fp32"], "peak_flops_bf16": peak["bf16"], "matmul_size": peak["matmul_size"]},
         "model": {"name": opts.model, "hidden": shape["hidden"], "heads": shape["heads"],
                   "vocab": prep.member_config.vocab_size, "seq_len": SEQ_LEN, "batch_size": BATCH_SIZE,
+                  "layers": prep.train_config.num_hidden_layers,
                   "member_parameters": count_parameters(_committee_members(prep.member_config, 1, "cpu")[0]),
                   "deep_layers": prep.deep_config.num_hidden_layers},
     }
@@ -576,7 +587,8 @@ def format_table(r: dict) -> str:
     m, mach, pt, ft, lat = r["model"], r["machine"], r["pretrain"], r["finetune"], r["latency"]
     prec = pt["member"]["precision"]
     lines = [
-        f"committee bench: model {m['name']} (hidden {m['hidden']}, {m['heads']} heads, vocab {m['vocab']:,}, "
+        f"committee bench: model {m['name']} ({m.get('layers', 1)} layer(s), hidden {m['hidden']}, {m['heads']} heads, "
+        f"vocab {m['vocab']:,}, "
         f"seq {m['seq_len']}, batch {m['batch_size']}; member {m['member_parameters']:,} parameters), "
         f"device {mach['device']} ({mach['torch_threads']} torch threads)",
         f"matmul peak measured in this run (GFLOP/s): alone fp32 {mach['peak_flops_fp32'] / 1e9:,.0f}, "

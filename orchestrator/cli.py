@@ -102,7 +102,8 @@ def show_config(config: Path = typer.Argument(..., help="experiment YAML"), over
 @user_errors
 def bench(
     model: Optional[str] = typer.Option(None, "--model", help="bert1 (paper shape: hidden 768, 12 heads, vocab 30,522), "
-                                        "bert1-512, bert1-256, tiny; default bert1, or tiny with --quick"),
+                                        "bert1-512, bert1-256, bert6 (6 layers, trained in the throughput sections), tiny; "
+                                        "default bert1, or tiny with --quick"),
     quick: bool = typer.Option(False, "--quick", help="a short run to check that everything works (about a minute)"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="also write the results as JSON here"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
