@@ -192,7 +192,12 @@ def on_this_node() -> dict:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)}
+    try:
+        node_id = ray.get_runtime_context().get_node_id()
+    except Exception as exc:  # e.g. a Ray Client driver, which is on no node: let Ray choose
+        log.debug("driver node unknown (%s); helper actors go where Ray puts them", exc)
+        return {}
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False)}
 
 
 def _sees(path: str) -> bool:
