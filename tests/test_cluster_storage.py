@@ -18,6 +18,12 @@ from workers.pretrain import PretrainSettings, SpecialIds, pretrain
 SPECIAL = SpecialIds(pad=0, cls=1, sep=2, mask=3, unk=4, vocab_size=200)
 
 
+@pytest.fixture(autouse=True)
+def no_leftover_downloads():
+    yield
+    checkpoint.clear_local_cache()
+
+
 def tiny_mlm(seed: int = 0):
     torch.manual_seed(seed)
     return build_mlm(bert_config(SPECIAL.vocab_size, 16, 2, 1, max_position=32))

@@ -112,13 +112,23 @@ def upload(local_dir: str | Path, uri: str) -> None:
     pafs.copy_files(str(local_dir), inner, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
 
 
+def _cache_root() -> Path:
+    return Path(tempfile.gettempdir()) / "committee-cache" / str(os.getpid())
+
+
+def clear_local_cache() -> None:
+    """Delete this process's downloads (once their weights are loaded, they are not needed)."""
+    shutil.rmtree(_cache_root(), ignore_errors=True)
+
+
 def local_dir(path) -> Path:
-    """A local directory with the contents of `path`: the path itself, or a fresh download of a URI."""
+    """A local directory with the contents of `path`: the path itself, or a fresh download of a URI
+    (into this process's cache; `clear_local_cache` removes it)."""
     if not is_uri(path):
         return Path(path)
     import pyarrow.fs as pafs
 
-    cache = Path(tempfile.gettempdir()) / "committee-cache" / hashlib.sha1(path.encode()).hexdigest()[:16]
+    cache = _cache_root() / hashlib.sha1(path.encode()).hexdigest()[:16]
     shutil.rmtree(cache, ignore_errors=True)
     cache.mkdir(parents=True)
     fs, inner = _open(path)

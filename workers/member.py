@@ -113,11 +113,14 @@ def pretrained_mlm(spec: MemberSpec, inputs: SharedInputs, on_log: Callable[[dic
     final = checkpoint.join(out, "mlm")
     stats_text = checkpoint.read_bytes(checkpoint.join(final, "pretrain_stats.json"))  # written last: the marker
     if stats_text is not None:
-        return BertForMaskedLM.from_pretrained(checkpoint.local_dir(final)), json.loads(stats_text)
+        model = BertForMaskedLM.from_pretrained(checkpoint.local_dir(final))
+        checkpoint.clear_local_cache()  # the weights are in memory now
+        return model, json.loads(stats_text)
     torch.manual_seed(spec.seed)
     model = build_mlm(_config(spec, inputs)).to(member_device())
     stats = pretrain(model, inputs.blocks, inputs.special, _pretrain_settings(spec, inputs),
                      checkpoint_dir=checkpoint.join(out, "checkpoints"), on_log=on_log)
+    checkpoint.clear_local_cache()  # a checkpoint downloaded to resume from
     stats["parameters"] = count_parameters(model)
     checkpoint.save_final(final, model, {"pretrain_stats.json": json.dumps(stats)})
     checkpoint.remove(checkpoint.join(out, "checkpoints"))
