@@ -42,12 +42,6 @@ def connect(address: str | None, num_cpus: int | None = None):
     return ray
 
 
-def started_in_process() -> bool:
-    import ray
-
-    return len(ray.nodes()) == 1 and ray.get_runtime_context().get_node_id() == ray.nodes()[0]["NodeID"]
-
-
 def alive_nodes() -> list[dict]:
     import ray
 

@@ -1,0 +1,1 @@
+"""What runs inside Ray actors: data, tokenizer, models, training loops, voting, checkpoints."""
