@@ -44,7 +44,9 @@ def build_inputs(cfg, root: Path, run_dir: Path, echo=print,
             raise DataError(f"tokenizer.path {cfg.tokenizer.path} could not be loaded: {exc}") from None
     else:
         n_tok = cfg.tokenizer.train_articles or cfg.pretrain.articles
-        tok_texts = articles if n_tok == len(articles) else wdata.pretraining_articles(root, n_tok, cfg.pretrain.order_seed)
+        # corpora nest (the first N of one seeded order), so a smaller tokenizer corpus is a prefix
+        tok_texts = (articles[:n_tok] if n_tok <= len(articles)
+                     else wdata.pretraining_articles(root, n_tok, cfg.pretrain.order_seed))
         echo(f"training a WordPiece tokenizer (vocab {cfg.tokenizer.vocab_size}) on {len(tok_texts)} articles")
         tokenizer = train_wordpiece(tok_texts, cfg.tokenizer.vocab_size)
     tokenizer.save_pretrained(str(run_dir / "tokenizer"))
