@@ -255,42 +255,101 @@ def _member_checkpointed_on(run_dir: Path, node_ids: set[str], members: Path | N
     return None
 
 
-def test_losing_a_node_mid_pretraining_still_gives_the_same_report(sim, two_members, tmp_path):
+class BackgroundRun:
+    """run_experiment in a thread (the test thread meanwhile breaks the cluster); echo lines kept."""
+
+    def __init__(self, sim, run_dir: Path, overrides: list[str]):
+        self.lines: list[str] = []
+        self.report: dict | None = None
+        self.error: str | None = None
+        self.thread = threading.Thread(target=self._drive, args=(sim, run_dir, overrides))
+        self.thread.start()
+
+    def _drive(self, sim, run_dir, overrides):
+        try:
+            self.report = run_experiment(load_config(SMOKE, overrides), run_dir, address=sim.address,
+                                         echo=self.lines.append)
+        except BaseException:  # handed to the test thread
+            self.error = traceback.format_exc()
+
+    def finish(self, timeout_s: float = 300) -> dict:
+        self.thread.join(timeout_s)
+        assert not self.thread.is_alive(), f"the run did not finish: {self.lines}"
+        assert self.error is None, self.error
+        return self.report
+
+
+def _catch_mid_pretraining(run: BackgroundRun, run_dir: Path, nodes, also=lambda hit: True):
+    """(member, node id) of a member caught mid-pre-training on one of `nodes` (and `also(hit)`)."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and run.thread.is_alive():
+        hit = _member_checkpointed_on(run_dir, {n.node_id for n in nodes})
+        if hit is not None and also(hit):
+            return hit
+        time.sleep(0.02)
+    raise AssertionError(f"no member was caught mid-pre-training: {run.lines}")
+
+
+def test_lost_node_with_room_elsewhere_moves_its_member(sim, two_members, tmp_path):
+    """Three nodes for two members: Ray moves the lost node's bundle to the free node and restarts the
+    member there, from its last checkpoint; the report equals the uninterrupted run's."""
+    reference = two_members[1]
+    run_dir = tmp_path / "run"
+    nodes = sim.ensure(3, **CPU1)
+    # a slow machine may take seconds to move the bundle: give it time before the driver steps in
+    run = BackgroundRun(sim, run_dir, TWO + ["resources.placement_timeout_s=30"])
+    try:
+        member, node_id = _catch_mid_pretraining(run, run_dir, nodes)
+        victim = next(n for n in nodes if n.node_id == node_id)
+        sim.remove(victim, graceful=False)  # the node dies: raylet and its workers are killed
+        report = run.finish()
+    finally:
+        run.thread.join(60)
+    assert any(f"{member} restarted on" in line for line in run.lines), run.lines
+    assert not any("a node was lost" in line for line in run.lines), run.lines
+    again = [r for r in start_records(run_dir) if r["member"] == member][1:]
+    assert [r["restarted"] for r in again] == [True] and again[0]["node_id"] != node_id, again
+    assert without_timing(report) == reference
+    assert all((run_dir / "members" / m / "result.npz").is_file() for m in ("member-00", "member-01"))
+
+
+def test_lost_node_without_room_places_the_members_again(sim, two_members, tmp_path):
+    """Two nodes, two members, both busy: the lost node's bundle has nowhere to go, so the driver places
+    the unfinished members again on the node left; they resume from their checkpoints and the report
+    equals the uninterrupted run's. The other member is paused (SIGSTOP) while the node dies so that it
+    still holds its bundle whatever the machine's speed."""
     reference = two_members[1]
     run_dir = tmp_path / "run"
     nodes = sim.ensure(2, **CPU1)
-    lines: list[str] = []
-    box: dict = {}
-
-    def drive():
-        try:
-            box["report"] = run_experiment(load_config(SMOKE, TWO), run_dir, address=sim.address, echo=lines.append)
-        except BaseException:  # handed to the test thread
-            box["error"] = traceback.format_exc()
-
-    thread = threading.Thread(target=drive)
-    thread.start()
+    run = BackgroundRun(sim, run_dir, TWO)
+    paused: list[int] = []
     try:
-        deadline, hit = time.monotonic() + 180, None
-        while hit is None and time.monotonic() < deadline and thread.is_alive():
-            hit = _member_checkpointed_on(run_dir, {n.node_id for n in nodes})
-            time.sleep(0.05)
-        assert hit is not None, f"no member was caught mid-pre-training: {lines}"
-        victim = next(n for n in nodes if n.node_id == hit[1])
-        sim.remove(victim, graceful=False)  # the node dies: raylet and its workers are killed
-        thread.join(300)
-        assert not thread.is_alive(), "the run did not finish after the node was lost"
-        assert "error" not in box, box.get("error")
-        # Either Ray moved the lost bundle to a node with room and restarted the actor there, or no node
-        # had room and the driver placed the unfinished members again; which one depends on whether the
-        # other member had finished. Both must say so and must run the member again elsewhere.
-        assert any("a node was lost" in line or f"{hit[0]} restarted on" in line for line in lines), lines
-        again = [r for r in start_records(run_dir) if r["member"] == hit[0]][1:]
-        assert again and all(r["node_id"] != victim.node_id for r in again), again
-        assert without_timing(box["report"]) == reference
-        assert all((run_dir / "members" / m / "result.npz").is_file() for m in ("member-00", "member-01"))
+        def other_still_running(hit):
+            others = [r for r in start_records(run_dir) if r["member"] != hit[0]]
+            done = [(run_dir / "members" / r["member"] / "result.npz").is_file() for r in others]
+            return bool(others) and not any(done)
+
+        member, node_id = _catch_mid_pretraining(run, run_dir, nodes, also=other_still_running)
+        other = next(r for r in start_records(run_dir) if r["member"] != member)
+        os.kill(other["pid"], signal.SIGSTOP)
+        paused.append(other["pid"])
+        victim = next(n for n in nodes if n.node_id == node_id)
+        sim.remove(victim, graceful=False)
+        report = run.finish()
     finally:
-        thread.join(60)
+        for pid in paused:  # the driver kills the paused actor when it places members again
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        run.thread.join(60)
+    assert any("a node was lost" in line for line in run.lines), run.lines
+    survivor = next(n for n in nodes if n.node_id != node_id).node_id
+    for name in ("member-00", "member-01"):
+        starts = [r for r in start_records(run_dir) if r["member"] == name]
+        assert len(starts) == 2 and starts[1]["node_id"] == survivor and not starts[1]["restarted"], starts
+    assert without_timing(report) == reference
+    assert all((run_dir / "members" / m / "result.npz").is_file() for m in ("member-00", "member-01"))
 
 
 def test_killed_driver_resumes_without_redoing_finished_members(sim, two_members, tmp_path):
