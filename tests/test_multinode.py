@@ -308,7 +308,7 @@ def test_lost_node_with_room_elsewhere_moves_its_member(sim, two_members, tmp_pa
     assert any(f"{member} restarted on" in line for line in run.lines), run.lines
     assert not any("a node was lost" in line for line in run.lines), run.lines
     again = [r for r in start_records(run_dir) if r["member"] == member][1:]
-    assert [r["restarted"] for r in again] == [True] and again[0]["node_id"] != node_id, again
+    assert again and all(r["restarted"] and r["node_id"] != node_id for r in again), again
     assert without_timing(report) == reference
     assert all((run_dir / "members" / m / "result.npz").is_file() for m in ("member-00", "member-01"))
 
@@ -347,7 +347,7 @@ def test_lost_node_without_room_places_the_members_again(sim, two_members, tmp_p
     survivor = next(n for n in nodes if n.node_id != node_id).node_id
     for name in ("member-00", "member-01"):
         starts = [r for r in start_records(run_dir) if r["member"] == name]
-        assert len(starts) == 2 and starts[1]["node_id"] == survivor and not starts[1]["restarted"], starts
+        assert len(starts) >= 2 and starts[-1]["node_id"] == survivor and not starts[-1]["restarted"], starts
     assert without_timing(report) == reference
     assert all((run_dir / "members" / m / "result.npz").is_file() for m in ("member-00", "member-01"))
 
