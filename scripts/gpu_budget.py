@@ -24,7 +24,8 @@ from orchestrator.config import load_config  # noqa: E402
 from orchestrator.plan import member_specs  # noqa: E402
 from orchestrator.prepare import build_inputs, check_data  # noqa: E402
 from workers import voting  # noqa: E402
-from workers.member import load_result, run_member  # noqa: E402
+from workers.data import load_task  # noqa: E402
+from workers.member import load_result, run_member, save_result  # noqa: E402
 
 
 def run_index(cfg, index: int, out: Path) -> None:
@@ -33,7 +34,11 @@ def run_index(cfg, index: int, out: Path) -> None:
     run_dir = Path(f"/tmp/budget-{index}")
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    log = open(out / f"member-{index:02d}.log", "a", buffering=1)
+    with open(out / f"member-{index:02d}.log", "a", buffering=1) as log:
+        _run_index(cfg, index, out, run_dir, log)
+
+
+def _run_index(cfg, index: int, out: Path, run_dir: Path, log) -> None:
     inputs, corpus = build_inputs(cfg, check_data(cfg), run_dir, echo=lambda s: log.write(s + "\n"))
     log.write(json.dumps(corpus) + "\n")
     t0 = time.perf_counter()
@@ -46,19 +51,16 @@ def run_index(cfg, index: int, out: Path) -> None:
     for spec in member_specs(cfg, run_dir):
         if spec.index == index and spec.name != "deep":
             result = run_member(spec, inputs, on_log=on_log)
-            dest = out / "results" / spec.name
-            dest.mkdir(parents=True, exist_ok=True)
-            shutil.copy(Path(spec.out_dir) / "result.npz", dest / "result.npz")
+            save_result(result, out / "results" / spec.name)
             log.write(f"[{time.perf_counter() - t0:6.1f}s] {spec.name} val {result.val_accuracy:.3f} "
                       f"test {result.test_accuracy:.3f}\n")
 
 
 def vote(cfg, out: Path) -> dict:
     """Both committees (pre-trained members, scratch twins) scored from the saved results."""
-    run_dir = Path("/tmp/budget-vote")
-    run_dir.mkdir(exist_ok=True)
-    inputs, corpus = build_inputs(cfg, check_data(cfg), run_dir, echo=lambda s: None)
-    summary: dict = {"corpus": corpus}
+    t = cfg.task  # the labels only: no tokenizing
+    task = load_task(check_data(cfg), t.name, t.train_per_class, t.val_per_class, t.test_per_class, t.sample_seed)
+    summary: dict = {}
     for kind in ("member", "scratch"):
         results = [load_result(out / "results" / f"{kind}-{i:02d}") for i in range(cfg.committee.members)]
         results = [r for r in results if r is not None]
@@ -66,7 +68,7 @@ def vote(cfg, out: Path) -> dict:
             continue
         rep = voting.committee_report(np.stack([r.val_logits for r in results]),
                                       np.stack([r.test_logits for r in results]),
-                                      inputs.val_labels, inputs.test_labels, cfg.committee.weight_temperature)
+                                      task.val_labels, task.test_labels, cfg.committee.weight_temperature)
         summary[kind] = {
             "members_test": [round(r.test_accuracy, 4) for r in results],
             "members_val": [round(r.val_accuracy, 4) for r in results],
