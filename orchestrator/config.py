@@ -3,22 +3,35 @@
 `load_config(path, ["committee.members=8", "pretrain.max_steps=200"])` returns a validated
 `ExperimentConfig`; any unknown key, wrong type or out-of-range value raises `ConfigError` naming the
 dotted key. The same override code serves the CLI and Tune trials (`apply_overrides`).
+
+Types are strict: an int field takes only a YAML integer (not `true`, not `2.5`), a float field takes an
+integer or a float (not a boolean). Config files are read with `_ConfigLoader`, which refuses duplicate keys
+and anchors/aliases (so loading and validation stay bounded) and reads `1e-3` as a float.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from workers.errors import ConfigError
 
 
+# The base seed leaves headroom under 2**31 - 1: member i uses seed + i, the deep model seed + 10_000.
+MAX_BASE_SEED = 2**31 - 1 - 100_000
+MAX_SEED = 2**32 - 1  # any other seed (numpy's generators take 32-bit seeds everywhere)
+RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Unknown keys are errors, values are immutable, and types are not coerced (`true` is not 1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class DataConfig(_Strict):
@@ -35,7 +48,9 @@ class TaskConfig(_Strict):
         None, ge=1, description="test examples per class from the test split; null = all"
     )
     max_length: int = Field(128, ge=8, le=512, description="tokens per example, [CLS] and [SEP] included")
-    sample_seed: int = Field(0, description="seed of the per-class sampling (same for every member)")
+    sample_seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="seed of the per-class sampling (same for every member), in [0, 2^32 - 1]"
+    )
 
 
 class TokenizerConfig(_Strict):
@@ -65,7 +80,9 @@ class ModelConfig(_Strict):
 
 class PretrainConfig(_Strict):
     articles: int = Field(500, ge=1, description="first N Wikipedia articles of the seeded order")
-    order_seed: int = Field(0, description="seed of the article order; subsets nest for one seed")
+    order_seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="seed of the article order; subsets nest for one seed; in [0, 2^32 - 1]"
+    )
     mode: Literal["packed", "truncate"] = Field(
         "packed", description="packed: fixed-length blocks, articles joined by [SEP]; truncate: first seq_len tokens"
     )
@@ -134,8 +151,14 @@ class StorageConfig(_Strict):
 
 
 class ExperimentConfig(_Strict):
-    name: str = Field("experiment", pattern=r"^[A-Za-z0-9_.-]+$", description="run name; default run dir runs/<name>")
-    seed: int = Field(0, description="base seed; member i uses seed + i")
+    name: str = Field(
+        "experiment", description="run name: letters, digits, '_', '.', '-', not starting with '.'; "
+        "default run dir runs/<name>"
+    )
+    seed: int = Field(
+        0, ge=0, le=MAX_BASE_SEED, description="base seed, in [0, 2^31 - 1 - 100000]: member i uses seed + i and "
+        "the deep model seed + 10000, so the range leaves headroom for both"
+    )
     data: DataConfig = DataConfig()
     task: TaskConfig = TaskConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
@@ -147,6 +170,16 @@ class ExperimentConfig(_Strict):
     resources: ResourcesConfig = ResourcesConfig()
     storage: StorageConfig = StorageConfig()
 
+    @field_validator("name")
+    @classmethod
+    def _plain_run_name(cls, name: str) -> str:
+        """The name becomes a directory (runs/<name>, <uri>/<name>), so it must not be a path or hidden."""
+        problem = _run_name_problem(name)
+        if problem:
+            raise ValueError(f"run name {name!r} {problem}; use a plain name such as 'agnews-k8' "
+                             "(letters, digits, '_', '.', '-', not starting with '.')")
+        return name
+
     @model_validator(mode="after")
     def _lengths_fit_positions(self) -> "ExperimentConfig":
         for key, length in (("pretrain.seq_len", self.pretrain.seq_len), ("task.max_length", self.task.max_length)):
@@ -155,14 +188,106 @@ class ExperimentConfig(_Strict):
         return self
 
 
+def _run_name_problem(name: str) -> str | None:
+    """Why `name` is not a plain run-directory name, or None when it is."""
+    if not name:
+        return "is empty"
+    if "/" in name or "\\" in name:
+        return "contains a path separator"
+    if name in (".", ".."):
+        return "is a relative directory, not a name"
+    if name.startswith("."):
+        return "starts with '.' (a hidden directory)"
+    if not RUN_NAME_PATTERN.match(name):
+        return "has characters other than letters, digits, '_', '.', '-'"
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# YAML reading: no duplicate keys, no anchors or aliases
+
+
+class _RefusedYaml(yaml.YAMLError):
+    """YAML that parses but that a config refuses (duplicate key, anchor, alias); the text says where."""
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader for configs: duplicate keys and anchors/aliases are errors, `1e-3` is a float.
+
+    Anchors and aliases are refused as soon as the composer meets one, so a small file cannot expand into
+    a huge tree (nested aliases grow exponentially) and a config reads the same top to bottom.
+    `_key_paths` maps a mapping node to its dotted key so a duplicate is named in full.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._key_paths: dict[int, str] = {}
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent):
+            raise _RefusedYaml(f"line {line}: alias '*{event.anchor}' - anchors and aliases are not allowed in "
+                               "configs; write the value out in full")
+        if getattr(event, "anchor", None) is not None:
+            raise _RefusedYaml(f"line {line}: anchor '&{event.anchor}' - anchors and aliases are not allowed in "
+                               "configs; write the value out in full")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        self._check_keys(node)
+        return super().construct_mapping(node, deep=deep)
+
+    def _check_keys(self, node: yaml.MappingNode) -> None:
+        """Refuse a key seen twice in one mapping (naming both lines) and `<<` merge keys."""
+        prefix = self._key_paths.get(id(node), "")
+        first_line: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise _RefusedYaml(f"line {line}: merge key '<<' is not allowed in configs; write the keys out")
+            key = self.construct_object(key_node, deep=True)
+            try:
+                seen = first_line.get(key)
+            except TypeError:  # an unhashable key: SafeConstructor reports it
+                continue
+            dotted = f"{prefix}{key}"
+            if seen is not None:
+                raise _RefusedYaml(f"duplicate key '{dotted}' on line {seen} and line {line}; keep one")
+            first_line[key] = line
+            self._key_paths[id(value_node)] = dotted + "."
+
+
+# YAML 1.1 reads `1e-3` (no dot) as a string; a config means the number, as YAML 1.2 does.
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
+)
+
+
+def _yaml_load(text: str) -> Any:
+    """Parse `text` with `_ConfigLoader` (raises yaml.YAMLError, `_RefusedYaml` included)."""
+    loader = _ConfigLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 # ----------------------------------------------------------------------------------------------
 # loading, overrides, errors
 
 
-def _parse_value(text: str) -> Any:
-    """A command-line value, parsed as YAML: `8` -> 8, `true` -> True, `null` -> None, `a` -> 'a'."""
+def _parse_value(item: str, text: str) -> Any:
+    """A command-line value, parsed as YAML: `8` -> 8, `true` -> True, `null` -> None, `a` -> 'a'.
+
+    Text that is not YAML stays a string (validation then names the key); refused YAML is an error.
+    """
     try:
-        return yaml.safe_load(text)
+        return _yaml_load(text)
+    except _RefusedYaml as exc:
+        raise ConfigError(f"override '{item}': {exc}") from None
     except yaml.YAMLError:
         return text
 
@@ -205,7 +330,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         dotted = dotted.strip()
         if not dotted:
             raise ConfigError(f"override '{item}' has an empty key")
-        set_dotted(out, dotted, _parse_value(text))
+        set_dotted(out, dotted, _parse_value(item, text))
     return out
 
 
@@ -236,11 +361,14 @@ def validate_dict(raw: dict[str, Any], source: str = "config") -> ExperimentConf
 
 
 def _format_validation(exc: ValidationError, source: str) -> str:
+    """One line per error, each naming the dotted key; our own validators' messages already quote the value."""
     lines = [f"invalid {source}:"]
     for err in exc.errors():
         dotted = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
             lines.append(f"  - {_unknown_key_message(dotted)}")
+        elif err["type"] == "value_error":
+            lines.append(f"  - {dotted or 'config'}: {err['ctx']['error']}")
         else:
             got = err.get("input")
             got_text = "" if isinstance(got, dict) else f" (got {got!r})"
@@ -250,15 +378,21 @@ def _format_validation(exc: ValidationError, source: str) -> str:
 
 
 def load_raw(path: str | Path) -> dict[str, Any]:
+    """The config file's mapping, as parsed: refused when not YAML, not a non-empty mapping, or when it
+    repeats a key or uses anchors/aliases (an empty file would otherwise mean "all defaults")."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = _yaml_load(path.read_text())
+    except _RefusedYaml as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must hold a mapping of config keys, not {type(raw).__name__}")
+    if not isinstance(raw, dict) or not raw:
+        got = "an empty mapping" if isinstance(raw, dict) else f"{raw!r}"
+        raise ConfigError(f"{path} must be a non-empty mapping of config keys (got {got}); see configs/ "
+                          "for examples")
     return raw
 
 
@@ -267,8 +401,16 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     return validate_dict(raw, source=str(path))
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """Never writes anchors/aliases, which `load_raw` refuses."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def to_yaml(cfg: ExperimentConfig) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    """The resolved config as YAML that `load_config` reads back to an equal config."""
+    return yaml.dump(cfg.model_dump(mode="json"), Dumper=_PlainDumper, sort_keys=False)
 
 
 def describe_fields(model: type[BaseModel] = ExperimentConfig, prefix: str = "") -> list[tuple[str, str, str]]:

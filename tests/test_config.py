@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from orchestrator.config import ExperimentConfig, apply_overrides, describe_fields, load_config, load_raw
+from orchestrator.config import (
+    MAX_BASE_SEED,
+    ExperimentConfig,
+    apply_overrides,
+    describe_fields,
+    load_config,
+    load_raw,
+    validate_dict,
+)
 from workers.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,3 +129,136 @@ def test_cli_missing_data_root_says_where_it_looked(tmp_path):
     assert proc.returncode == 2
     assert str(tmp_path / "nowhere") in proc.stderr and "committee data pull" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# what the loader refuses
+
+
+def _write(tmp_path, text, name="exp.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "[]\n", "0\n", "false\n", '""\n', "{}\n", "- name: x\n"])
+def test_a_config_that_is_not_a_non_empty_mapping_is_refused(tmp_path, text):
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError, match="must be a non-empty mapping of config keys.*see configs/"):
+        load_config(path)
+
+
+def test_duplicate_keys_are_refused_naming_the_dotted_key_and_both_lines(tmp_path):
+    path = _write(tmp_path, "name: x\ncommittee:\n  members: 2\n  scratch: false\n  members: 3\n")
+    with pytest.raises(ConfigError, match=r"duplicate key 'committee\.members' on line 3 and line 5"):
+        load_config(path)
+    path = _write(tmp_path, "seed: 1\nname: x\nseed: 2\n", name="top.yaml")
+    with pytest.raises(ConfigError, match=r"duplicate key 'seed' on line 1 and line 3"):
+        load_raw(path)
+
+
+def test_same_key_in_different_sections_is_not_a_duplicate(tmp_path):
+    path = _write(tmp_path, "name: x\npretrain:\n  lr: 1.0e-3\nfinetune:\n  lr: 2.0e-3\n")
+    cfg = load_config(path)
+    assert (cfg.pretrain.lr, cfg.finetune.lr) == (pytest.approx(1e-3), pytest.approx(2e-3))
+
+
+def _alias_bomb(levels: int = 9, fanout: int = 9) -> str:
+    """About 1 KB of nested aliases that expands to fanout**levels strings (387 million for 9 x 9)."""
+    lines = ["name: bomb", "a0: &a0 [" + ", ".join(["lol"] * fanout) + "]"]
+    for level in range(1, levels):
+        lines.append(f"a{level}: &a{level} [" + ", ".join([f"*a{level - 1}"] * fanout) + "]")
+    lines.append(f"seed: *a{levels - 1}")
+    return "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_is_refused_at_its_first_anchor_within_two_seconds(tmp_path):
+    text = _alias_bomb()
+    assert len(text) < 1500
+    path = _write(tmp_path, text)
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"line 2: anchor '&a0'.*not allowed"):
+        load_config(path)
+    assert time.perf_counter() - started < 2.0
+
+
+def test_aliases_and_merge_keys_are_refused_naming_the_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"line 3: alias '\*s'"):
+        load_raw(_write(tmp_path, "name: x\n\nseed: *s\n", name="alias.yaml"))
+    with pytest.raises(ConfigError, match=r"line 2: merge key '<<'"):
+        load_raw(_write(tmp_path, "committee:\n  <<: {members: 2}\n", name="merge.yaml"))
+
+
+def test_the_shared_safe_loader_is_left_as_it_was():
+    assert yaml.safe_load("a: 1\na: 2\n") == {"a": 2}
+    assert yaml.safe_load("1e-3") == "1e-3"
+    assert yaml.safe_load("x: &a 1\ny: *a\n") == {"x": 1, "y": 1}
+
+
+@pytest.mark.parametrize("override, key", [
+    ("committee.members=true", "committee.members"),
+    ("committee.members=2.5", "committee.members"),
+    ("committee.members=2.0", "committee.members"),
+    ("task.test_per_class=true", "task.test_per_class"),
+    ("pretrain.lr=true", "pretrain.lr"),
+    ("resources.gpus_per_member=false", "resources.gpus_per_member"),
+    ("committee.scratch=1", "committee.scratch"),
+])
+def test_types_are_strict_no_bools_as_numbers_no_floats_as_ints(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.") + ": Input should be a valid"):
+        load_config(REPO / "configs/smoke.yaml", [override])
+
+
+def test_strict_types_still_take_yaml_ints_and_ints_for_floats(tmp_path):
+    cfg = load_config(REPO / "configs/smoke.yaml",
+                      ["committee.members=8", "resources.gpus_per_member=2", "pretrain.lr=1e-3", "model.dropout=0"])
+    assert cfg.committee.members == 8 and isinstance(cfg.committee.members, int)
+    assert cfg.resources.gpus_per_member == 2.0 and isinstance(cfg.resources.gpus_per_member, float)
+    assert cfg.pretrain.lr == pytest.approx(1e-3) and cfg.model.dropout == 0.0
+    path = _write(tmp_path, "name: x\ncommittee:\n  members: true\n")
+    with pytest.raises(ConfigError, match=r"committee\.members.*got True"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("seed=-1", "seed"),
+    (f"seed={MAX_BASE_SEED + 1}", "seed"),
+    ("task.sample_seed=-1", "task.sample_seed"),
+    (f"task.sample_seed={2**32}", "task.sample_seed"),
+    ("pretrain.order_seed=-7", "pretrain.order_seed"),
+    (f"pretrain.order_seed={2**32}", "pretrain.order_seed"),
+])
+def test_seeds_out_of_range_fail_at_load_time(override, key):
+    with pytest.raises(ConfigError, match=rf"- {key.replace('.', r'[.]')}: Input should be"):
+        load_config(REPO / "configs/smoke.yaml", [override])
+
+
+def test_seed_bounds_are_accepted_and_leave_headroom_for_derived_seeds():
+    cfg = load_config(REPO / "configs/smoke.yaml",
+                      [f"seed={MAX_BASE_SEED}", f"task.sample_seed={2**32 - 1}", f"pretrain.order_seed={2**32 - 1}"])
+    assert cfg.seed + 10_000 + 1024 < 2**31 - 1
+    assert cfg.task.sample_seed == cfg.pretrain.order_seed == 2**32 - 1
+    described = {key: text for key, _, text in describe_fields()}
+    assert "seed + i" in described["seed"] and "10000" in described["seed"]
+
+
+@pytest.mark.parametrize("name, why", [
+    ("a/b", "path separator"), ("a\\b", "path separator"), ("/abs", "path separator"), (".", "relative directory"),
+    ("..", "relative directory"), ("", "empty"), (".hidden", "starts with '.'"), ("a b", "characters other than"),
+])
+def test_run_name_must_be_a_plain_name(name, why):
+    with pytest.raises(ConfigError, match=rf"- name: run name .*{re.escape(why)}"):
+        validate_dict({"name": name})
+
+
+def test_plain_run_names_are_accepted():
+    for name in ("experiment", "agnews-k8", "run_1.v2", "_tmp", "2024-05-run"):
+        assert validate_dict({"name": name}).name == name
+
+
+def test_cli_duplicate_key_exits_2_without_traceback(tmp_path):
+    path = _write(tmp_path, "name: x\ncommittee:\n  members: 2\n  members: 3\n")
+    proc = _cli("show-config", str(path))
+    assert proc.returncode == 2
+    assert "duplicate key 'committee.members' on line 3 and line 4" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
