@@ -15,3 +15,7 @@ class DataError(CommitteeError):
 
 class ResourceError(CommitteeError):
     """The cluster cannot place what the config asks for; the message gives both sides."""
+
+
+class CheckpointError(CommitteeError):
+    """A checkpoint holds an unexpected file or a malformed one; nothing was loaded from it."""
