@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -21,8 +23,19 @@ app.add_typer(data_app, name="data")
 EXIT_USER_ERROR = 2
 
 
+_SIGTERM_SEEN: list[bool] = []
+
+
+def _on_sigterm(signum, frame):
+    """SIGTERM (`ray job stop`, Kubernetes, a batch scheduler) is handled like Ctrl-C: raised as
+    KeyboardInterrupt, which Ray's blocking calls pass through cleanly; the exit code tells them apart."""
+    _SIGTERM_SEEN.append(True)
+    raise KeyboardInterrupt
+
+
 def user_errors(fn):
-    """Turn a CommitteeError into its message on stderr and exit code 2, without a traceback."""
+    """Turn a CommitteeError into its message on stderr and exit code 2, without a traceback;
+    Ctrl-C and SIGTERM stop the work (members included) and exit 130 / 143."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
@@ -31,9 +44,22 @@ def user_errors(fn):
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
             raise typer.Exit(EXIT_USER_ERROR) from None
         except KeyboardInterrupt:
-            typer.secho("interrupted", err=True)
+            if _SIGTERM_SEEN:
+                typer.secho("terminated (SIGTERM)" + _resume_hint(), err=True)
+                raise typer.Exit(143) from None
+            typer.secho("interrupted (Ctrl-C)" + _resume_hint(), err=True)
             raise typer.Exit(130) from None
     return wrapper
+
+
+_RESUMABLE: list[Path] = []  # the run directory a command works in, once it has one
+
+
+def _resume_hint() -> str:
+    run_dir = _RESUMABLE[-1] if _RESUMABLE else None
+    if run_dir is None or not (run_dir / "config.yaml").is_file():
+        return ""
+    return f"; members were stopped. Continue with: committee run --resume {shlex.quote(str(run_dir))}"
 
 
 OVERRIDES = typer.Argument(None, help="dotted overrides, e.g. committee.members=8 pretrain.max_steps=200")
@@ -71,7 +97,8 @@ def run(
     elif config is None:
         raise CommitteeError("give an experiment YAML (committee run CONFIG), or --resume RUN_DIR")
     cfg = load_config(config, overrides)
-    target = resume or run_dir or Path("runs") / cfg.name
+    target = resume if resume is not None else (run_dir if run_dir is not None else Path("runs") / cfg.name)
+    _RESUMABLE.append(target)
     command = "committee run " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     run_experiment(cfg, target, address=address, overwrite=overwrite, command=command, echo=typer.echo,
                    resume=resume is not None)
@@ -115,7 +142,9 @@ def bench(
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="a saved tokenizer (default: train and cache one)"),
 ):
     """Side-by-side throughput and latency: the authors' loops against the project's, on real text."""
-    from orchestrator.bench import BenchOptions, format_table, run_bench, write_json
+    from bench.options import BenchOptions
+    from bench.report import format_table, write_json
+    from bench.run import run_bench
 
     if device not in ("cpu", "cuda") or precision not in ("bf16", "fp32"):
         raise typer.BadParameter("--device is cpu or cuda; --precision is bf16 or fp32")
@@ -143,7 +172,11 @@ def data_pull(
 
 
 def main() -> None:
+    # settings for the whole process (and the Ray workers it starts), made here and not in library code
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _on_sigterm)
     app()
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -28,17 +30,22 @@ STRATEGIES = {"pack": "PACK", "spread": "SPREAD"}
 
 
 def connect(address: str | None, num_cpus: int | None = None):
-    """Start Ray in-process (address None) or join the cluster at `address` (auto, ray://host:10001, host:6379)."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    """Start Ray in-process (address None) or join the cluster at `address` (auto, ray://host:10001, host:6379).
+
+    `ray.init` installs SIGTERM handlers of its own; a handler the command installed before (the CLI's:
+    stop the members, say how to resume) is put back, so SIGTERM is handled like Ctrl-C.
+    """
     import ray
 
     if ray.is_initialized():
         return ray
+    previous = signal.getsignal(signal.SIGTERM)
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+    if callable(previous) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, previous)
     return ray
 
 
@@ -140,6 +147,13 @@ class MemberPlacement:
             remove_placement_group(self.pg)
         except Exception as exc:  # already gone with its job: nothing to free
             log.debug("placement group removal: %s", exc)
+
+
+def check_fits_here(num_cpus: float, num_gpus: float) -> None:
+    """In-process Ray: fail at once (before anything is created) when one member fits no node."""
+    bundle = member_bundle(num_cpus, num_gpus)
+    if not any(node_slots(n["Resources"], bundle) >= 1 for n in alive_nodes()):
+        raise no_node_fits(num_cpus, num_gpus, 0)
 
 
 def place_members(count: int, num_cpus: float, num_gpus: float, placement: str, timeout_s: float,

@@ -1,57 +1,202 @@
-"""Driver-side preparation: data checks, the tokenizer, and the tokenized inputs every member shares."""
+"""The prepare stage: data + tokenizer -> the token arrays every member shares.
+
+`prepare(cfg)` reads and checks every data file the run needs, learns (or loads) the tokenizer and
+encodes the corpus and the task, all in memory and before a command creates or deletes anything.
+Its results are cached on disk by a key of everything that determines them (data files, the task,
+corpus and tokenizer settings, and the source of the code that makes them), so a second run, a
+resumed run or a sweep point with the same data configuration reuses them. The tokenizer has a cache
+of its own (learning a 30k vocabulary is the slowest step), shared by every corpus size of one order.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import shutil
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from workers import data as wdata
-from workers.corpus import encode, pack_blocks, truncate_articles
+from workers.corpus import Ragged, encode, pack_blocks, truncate_articles
 from workers.errors import DataError
-from workers.member import SharedInputs
+from workers.member import SharedArrays
 from workers.pretrain import SpecialIds
 from workers.tokenizer import load_tokenizer, train_wordpiece
 
 log = logging.getLogger(__name__)
 
+CACHE_ENV = "COMMITTEE_CACHE"
+# the code whose output is cached: a change to any of these files changes every cache key
+_SOURCES = ("workers/data.py", "workers/corpus.py", "workers/tokenizer.py", "orchestrator/prepare.py")
+_REPO = Path(__file__).resolve().parents[1]
+
+
+def default_cache_dir() -> Path:
+    """$COMMITTEE_CACHE, else ~/.cache/committee."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "committee"
+
 
 def check_data(cfg) -> Path:
-    """Resolve the data root and check that every file the run reads is there, before any work starts."""
+    """Resolve the data root and read and check every data file the run reads (what `validate` runs)."""
     root = wdata.resolve_data_root(cfg.data.root)
-    wdata.wikipedia_shards(root)
-    wdata.check_task_files(root, cfg.task.name)
+    n_tok = 0 if cfg.tokenizer.path else (cfg.tokenizer.train_articles or 0)
+    wdata.check_task_data(root, cfg.task.name, cfg.task.train_per_class, cfg.task.val_per_class,
+                          cfg.task.test_per_class, cfg.task.sample_seed,
+                          pretrain_articles=max(cfg.pretrain.articles, n_tok), order_seed=cfg.pretrain.order_seed)
     return root
 
 
-def build_inputs(cfg, root: Path, run_dir: Path, echo=print,
-                 reuse_tokenizer: bool = False) -> tuple[SharedInputs, dict]:
-    """Tokenizer (trained or loaded, saved to run_dir/tokenizer) and all token arrays of the run.
+@dataclass(frozen=True)
+class Prepared:
+    """What the prepare stage gives every command."""
 
-    reuse_tokenizer (a resumed run): load run_dir/tokenizer when it exists, so finished members and the
-    members still to run see the same token ids.
+    arrays: SharedArrays
+    corpus: dict  # the report's corpus section: articles, tokens, blocks, vocab, overlap, split sizes
+    tokenizer_dir: Path  # a saved tokenizer (copied into the run directory)
+    data_root: Path
+
+
+# ----------------------------------------------------------------------------------------------
+# cache keys
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _fingerprint(paths: list[Path]) -> list:
+    """(name, size, mtime) of each file: an edited data file changes the key."""
+    out = []
+    for p in paths:
+        st = p.stat()
+        out.append([str(p), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def _sources_digest() -> str:
+    h = hashlib.sha256()
+    for rel in _SOURCES:
+        h.update((_REPO / rel).read_bytes())
+    return h.hexdigest()[:20]
+
+
+def _dir_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:20]
+
+
+def _task_files(root: Path, task: str) -> list[Path]:
+    return [root / rel for rel in wdata.TASK_FILES[task]]
+
+
+def tokenizer_key(root: Path, vocab_size: int, articles: int, order_seed: int) -> str:
+    return _digest({"kind": "tokenizer", "code": _sources_digest(), "data": _fingerprint(wdata.wikipedia_shards(root)),
+                    "vocab_size": vocab_size, "articles": articles, "order_seed": order_seed})
+
+
+def _arrays_key(cfg, root: Path, tokenizer_id: str) -> str:
+    p = cfg.pretrain
+    return _digest({"kind": "arrays", "code": _sources_digest(), "tokenizer": tokenizer_id,
+                    "data": _fingerprint(wdata.wikipedia_shards(root) + _task_files(root, cfg.task.name)),
+                    "task": cfg.task.model_dump(mode="json"),
+                    "corpus": {"articles": p.articles, "order_seed": p.order_seed, "mode": p.mode, "seq_len": p.seq_len}})
+
+
+def _publish(tmp: Path, final: Path) -> Path:
+    """Move a finished cache entry into place (another process may have written the same one first)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(tmp, final)
+    except OSError:  # it exists already: same key, same content
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _tmp_entry(cache: Path) -> Path:
+    tmp = cache / "tmp" / uuid.uuid4().hex
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+# ----------------------------------------------------------------------------------------------
+# the tokenizer
+
+
+def tokenizer_for(root: Path, vocab_size: int, articles: int, order_seed: int, cache_dir: Path | None = None,
+                  texts: list[str] | None = None, echo=print) -> Path:
+    """A WordPiece tokenizer learned on the first `articles` of the seeded order, from the cache if there.
+
+    `texts`, when given, are those articles (saves reading the corpus again). Returns its directory.
     """
+    cache = cache_dir or default_cache_dir()
+    final = cache / "tokenizers" / tokenizer_key(root, vocab_size, articles, order_seed)
+    if (final / "tokenizer.json").is_file():
+        return final
+    if texts is None or len(texts) < articles:
+        texts = wdata.pretraining_articles(root, articles, order_seed)
+    echo(f"training a WordPiece tokenizer (vocab {vocab_size}) on {articles} articles")
     t0 = time.perf_counter()
-    articles = wdata.pretraining_articles(root, cfg.pretrain.articles, cfg.pretrain.order_seed)
-    task = wdata.load_task(root, cfg.task.name, cfg.task.train_per_class, cfg.task.val_per_class,
-                           cfg.task.test_per_class, cfg.task.sample_seed)
-    if reuse_tokenizer and (run_dir / "tokenizer").is_dir():
-        tokenizer = load_tokenizer(str(run_dir / "tokenizer"))
-    elif cfg.tokenizer.path:
+    tokenizer = train_wordpiece(texts[:articles], vocab_size)
+    tmp = _tmp_entry(cache)
+    tokenizer.save_pretrained(str(tmp))
+    log.info("tokenizer learned in %.1f s", time.perf_counter() - t0)
+    return _publish(tmp, final)
+
+
+def _run_tokenizer(cfg, root: Path, articles: list[str], tokenizer_path: Path | None, cache: Path, echo) -> Path:
+    if tokenizer_path is not None:  # a resumed run's own tokenizer
+        return Path(tokenizer_path)
+    if cfg.tokenizer.path:
+        path = Path(cfg.tokenizer.path)
         try:
-            tokenizer = load_tokenizer(cfg.tokenizer.path)
+            load_tokenizer(path)
         except (OSError, ValueError) as exc:
             raise DataError(f"tokenizer.path {cfg.tokenizer.path} could not be loaded: {exc}") from None
-    else:
-        n_tok = cfg.tokenizer.train_articles or cfg.pretrain.articles
-        # corpora nest (the first N of one seeded order), so a smaller tokenizer corpus is a prefix
-        tok_texts = (articles[:n_tok] if n_tok <= len(articles)
-                     else wdata.pretraining_articles(root, n_tok, cfg.pretrain.order_seed))
-        echo(f"training a WordPiece tokenizer (vocab {cfg.tokenizer.vocab_size}) on {len(tok_texts)} articles")
-        tokenizer = train_wordpiece(tok_texts, cfg.tokenizer.vocab_size)
-    tokenizer.save_pretrained(str(run_dir / "tokenizer"))
-    special = SpecialIds.of(tokenizer)
+        return path
+    n_tok = cfg.tokenizer.train_articles or cfg.pretrain.articles
+    # corpora nest (the first N of one seeded order), so a smaller tokenizer corpus is a prefix
+    return tokenizer_for(root, cfg.tokenizer.vocab_size, n_tok, cfg.pretrain.order_seed, cache, texts=articles,
+                         echo=echo)
 
+
+# ----------------------------------------------------------------------------------------------
+# the arrays
+
+
+def prepare(cfg, tokenizer_path: Path | None = None, echo=print, cache_dir: Path | None = None) -> Prepared:
+    """Check and read the data, get the tokenizer, encode everything (cached); nothing is written elsewhere.
+
+    `tokenizer_path`: use this saved tokenizer (a resumed run's), not the config's.
+    """
+    t0 = time.perf_counter()
+    cache = cache_dir or default_cache_dir()
+    root = wdata.resolve_data_root(cfg.data.root)
+    task = wdata.load_task(root, cfg.task.name, cfg.task.train_per_class, cfg.task.val_per_class,
+                           cfg.task.test_per_class, cfg.task.sample_seed)
+    articles = wdata.pretraining_articles(root, cfg.pretrain.articles, cfg.pretrain.order_seed)
+    tok_dir = _run_tokenizer(cfg, root, articles, tokenizer_path, cache, echo)
+    entry = cache / "arrays" / _arrays_key(cfg, root, _dir_digest(tok_dir))
+    if (entry / "corpus.json").is_file():
+        arrays, corpus = _load_arrays(entry)
+    else:
+        arrays, corpus = _encode_all(cfg, task, articles, load_tokenizer(tok_dir))
+        _publish(_save_arrays(arrays, corpus, _tmp_entry(cache)), entry)
+    corpus = {**corpus, "prepare_s": round(time.perf_counter() - t0, 2)}
+    return Prepared(arrays=arrays, corpus=corpus, tokenizer_dir=tok_dir, data_root=root)
+
+
+def _encode_all(cfg, task: wdata.TaskSplits, articles: list[str], tokenizer) -> tuple[SharedArrays, dict]:
+    special = SpecialIds.of(tokenizer)
     seq_len = cfg.pretrain.seq_len
     if cfg.pretrain.mode == "packed":
         encoded = encode(tokenizer, articles, special=False)
@@ -60,13 +205,12 @@ def build_inputs(cfg, root: Path, run_dir: Path, echo=print,
         encoded = encode(tokenizer, articles, max_length=seq_len)
         blocks = truncate_articles(encoded, seq_len, special.pad)
     max_len = cfg.task.max_length
-    inputs = SharedInputs(
+    arrays = SharedArrays(
         blocks=blocks,
         train=encode(tokenizer, task.train_texts, max_length=max_len), train_labels=task.train_labels,
         val=encode(tokenizer, task.val_texts, max_length=max_len), val_labels=task.val_labels,
         test=encode(tokenizer, task.test_texts, max_length=max_len), test_labels=task.test_labels,
         num_classes=task.num_classes, special=special,
-        model=cfg.model.model_dump(), pretrain=cfg.pretrain.model_dump(), finetune=cfg.finetune.model_dump(),
     )
     corpus = {
         "articles": len(articles),
@@ -74,17 +218,40 @@ def build_inputs(cfg, root: Path, run_dir: Path, echo=print,
         "blocks": int(len(blocks)),
         "real_tokens_in_blocks": int((blocks != special.pad).sum()),
         "vocab_size": special.vocab_size,
-        "token_overlap": token_overlap(encoded.ids, inputs.train.ids, special),
-        "train_examples": len(inputs.train), "val_examples": len(inputs.val), "test_examples": len(inputs.test),
-        "prepare_s": round(time.perf_counter() - t0, 2),
+        "token_overlap": token_overlap(encoded.ids, arrays.train.ids, special),
+        "train_examples": len(arrays.train), "val_examples": len(arrays.val), "test_examples": len(arrays.test),
     }
-    return inputs, corpus
+    return arrays, corpus
+
+
+_RAGGED = ("train", "val", "test")
+
+
+def _save_arrays(arrays: SharedArrays, corpus: dict, entry: Path) -> Path:
+    parts = {"blocks": arrays.blocks}
+    for name in _RAGGED:
+        ragged = getattr(arrays, name)
+        parts[f"{name}_ids"], parts[f"{name}_offsets"] = ragged.ids, ragged.offsets
+        parts[f"{name}_labels"] = getattr(arrays, f"{name}_labels")
+    np.savez(entry / "arrays.npz", **parts)
+    meta = {"corpus": corpus, "num_classes": arrays.num_classes, "special": arrays.special.__dict__}
+    (entry / "corpus.json").write_text(json.dumps(meta))  # written last: the entry's marker
+    return entry
+
+
+def _load_arrays(entry: Path) -> tuple[SharedArrays, dict]:
+    meta = json.loads((entry / "corpus.json").read_text())
+    with np.load(entry / "arrays.npz", allow_pickle=False) as z:
+        parts = {k: z[k] for k in z.files}
+    ragged = {name: Ragged(ids=parts[f"{name}_ids"], offsets=parts[f"{name}_offsets"]) for name in _RAGGED}
+    arrays = SharedArrays(blocks=parts["blocks"], **ragged,
+                          **{f"{n}_labels": parts[f"{n}_labels"] for n in _RAGGED},
+                          num_classes=meta["num_classes"], special=SpecialIds(**meta["special"]))
+    return arrays, meta["corpus"]
 
 
 def token_overlap(corpus_ids, task_ids, special: SpecialIds) -> float:
     """Share of the task's (non-special) token occurrences whose token id occurs in the pre-training corpus."""
-    import numpy as np
-
     skip = np.array([special.pad, special.cls, special.sep, special.mask, special.unk])
     task_ids = task_ids[~np.isin(task_ids, skip)]
     seen = np.zeros(special.vocab_size, dtype=bool)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from workers.member import Role
 from workers.voting import RULES
 
 
@@ -16,7 +17,7 @@ def build(cfg, corpus: dict, results: dict, specs, votes: dict, timing: dict) ->
     """The report dict. Everything outside `timing` is a pure function of config, seed and data."""
     members = []
     for spec in specs:
-        if spec.name == "deep":
+        if spec.role is Role.DEEP:
             continue
         r = results[spec.name]
         members.append({"name": r.name, "index": r.index, "seed": r.seed, "pretrained": r.pretrained,
@@ -27,8 +28,8 @@ def build(cfg, corpus: dict, results: dict, specs, votes: dict, timing: dict) ->
     k = cfg.committee.members
     curve = [{"size": i + 1, "pretrained_accuracy": pre["curve"][i],
               "scratch_accuracy": scratch["curve"][i] if scratch else None} for i in range(k)]
-    deep = results.get("deep")
-    pre_results = [results[s.name] for s in specs if s.pretrained and s.name != "deep"]
+    deep = next((results[s.name] for s in specs if s.role is Role.DEEP), None)
+    pre_results = [results[s.name] for s in specs if s.role is Role.PRETRAINED]
     tokens = sum(r.pretrain_stats["tokens"] for r in pre_results)
     train_s = sum(r.pretrain_stats["train_s"] for r in pre_results)
     timing = {**timing,
@@ -53,10 +54,11 @@ def build(cfg, corpus: dict, results: dict, specs, votes: dict, timing: dict) ->
     }
 
 
-def write(run_dir: Path, report: dict, command: str = "") -> None:
-    (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    plot_curve(report, run_dir / "committee_curve.png")
-    (run_dir / "report.md").write_text(markdown(report, run_dir, command))
+def write(layout, report: dict, command: str = "") -> None:
+    """report.json, committee_curve.png and report.md into the run directory of `layout` (a RunLayout)."""
+    layout.report_json.write_text(json.dumps(report, indent=2) + "\n")
+    plot_curve(report, layout.curve_png)
+    layout.report_md.write_text(markdown(report, layout.run_dir, command))
 
 
 def plot_curve(report: dict, path: Path) -> None:

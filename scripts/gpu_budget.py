@@ -22,10 +22,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from orchestrator.config import load_config  # noqa: E402
 from orchestrator.plan import member_specs  # noqa: E402
-from orchestrator.prepare import build_inputs, check_data  # noqa: E402
+from orchestrator.prepare import check_data, prepare  # noqa: E402
+from orchestrator.rundir import RunLayout  # noqa: E402
 from workers import voting  # noqa: E402
 from workers.data import load_task  # noqa: E402
-from workers.member import load_result, run_member, save_result  # noqa: E402
+from workers.member import Role, load_result, run_member, save_result  # noqa: E402
 
 
 def run_index(cfg, index: int, out: Path) -> None:
@@ -39,8 +40,8 @@ def run_index(cfg, index: int, out: Path) -> None:
 
 
 def _run_index(cfg, index: int, out: Path, run_dir: Path, log) -> None:
-    inputs, corpus = build_inputs(cfg, check_data(cfg), run_dir, echo=lambda s: log.write(s + "\n"))
-    log.write(json.dumps(corpus) + "\n")
+    prepared = prepare(cfg, echo=lambda s: log.write(s + "\n"))
+    log.write(json.dumps(prepared.corpus) + "\n")
     t0 = time.perf_counter()
 
     def on_log(rec: dict) -> None:
@@ -48,9 +49,9 @@ def _run_index(cfg, index: int, out: Path, run_dir: Path, log) -> None:
             log.write(f"[{time.perf_counter() - t0:6.1f}s] step {rec['step']} loss {rec['loss']:.3f} "
                       f"{rec['tokens_per_s']:.0f} tok/s\n")
 
-    for spec in member_specs(cfg, run_dir):
-        if spec.index == index and spec.name != "deep":
-            result = run_member(spec, inputs, on_log=on_log)
+    for spec in member_specs(cfg, RunLayout.of(cfg, run_dir)):
+        if spec.index == index and spec.role is not Role.DEEP:
+            result = run_member(spec, prepared.arrays, on_log=on_log)
             save_result(result, out / "results" / spec.name)
             log.write(f"[{time.perf_counter() - t0:6.1f}s] {spec.name} val {result.val_accuracy:.3f} "
                       f"test {result.test_accuracy:.3f}\n")

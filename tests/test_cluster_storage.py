@@ -70,7 +70,7 @@ def test_member_result_round_trips_through_a_uri(tmp_path):
     out = f"file://{tmp_path}/members/member-00"
     assert load_result(out) is None
     logits = np.arange(12, dtype=np.float32).reshape(3, 4)  # [n, classes]
-    result = MemberResult("member-00", 0, 7, True, 1, 123, 0.5, 0.25, logits, logits + 1,
+    result = MemberResult("member-00", "pretrained", 0, 7, 1, 123, 0.5, 0.25, logits, logits + 1,
                           pretrain_stats={"steps": 6}, classifier_dir=f"{out}/classifier")
     save_result(result, out)
     back = load_result(out)

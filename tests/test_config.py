@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from conftest import run_cli
 from orchestrator.config import (
     MAX_BASE_SEED,
     ExperimentConfig,
@@ -105,8 +104,7 @@ def test_every_leaf_is_described():
 
 
 def _cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, env=env)
+    return run_cli(*args, timeout=120, env=env)
 
 
 def test_cli_bad_config_exits_2_without_traceback():

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED_REPORT_KEYS = {"task", "members", "committee", "scratch_committee", "committee_curve", "deep", "timing"}
 
 
 def committee(*args, timeout=300):
-    env = {**os.environ, "RAY_TMPDIR": os.environ.get("RAY_TMPDIR", "/tmp/ray-ct")}
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    return run_cli(*args, timeout=timeout)
 
 
 def without_timing(report: dict) -> dict:

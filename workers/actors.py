@@ -19,7 +19,7 @@ class MemberActor:
         torch.set_num_threads(max(1, num_threads))
         hf_logging.disable_progress_bar()
 
-    def run(self, spec, inputs, board):
+    def run(self, spec, arrays, board):
         from workers.member import run_member
 
         def report(record: dict) -> None:
@@ -32,7 +32,7 @@ class MemberActor:
         # where the member runs (and whether Ray restarted it after its process died): metrics.jsonl keeps it
         report({"phase": "start", "node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address(),
                 "pid": os.getpid(), "restarted": restarted})
-        return run_member(spec, inputs, on_log=report)
+        return run_member(spec, arrays, on_log=report)
 
 
 @ray.remote(num_cpus=0)

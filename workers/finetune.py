@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from workers.corpus import Ragged
 from workers.pretrain import autocast
-from workers.schedule import make_optimizer, step_seed
+from workers.schedule import make_optimizer
+from workers.seeds import numpy_rng, seed_global_torch
 
 BUCKET_BATCHES = 50  # a bucket spans this many batches: enough to sort by length, small enough to stay random
 
@@ -60,7 +61,7 @@ def finetune_step(model, optimizer, scheduler, input_ids: torch.Tensor, attentio
                   labels: torch.Tensor, settings: FinetuneSettings, step: int) -> float:
     """One optimizer step on a padded batch (input_ids/attention_mask [b, s], labels [b], all on the
     model's device); returns the loss. `finetune` runs it on length-bucketed batches."""
-    torch.manual_seed(step_seed(settings.seed, step, stream=3))  # dropout
+    seed_global_torch(settings.seed, "finetune/dropout", step)
     with autocast(settings.precision, input_ids.device):
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
     loss = F.cross_entropy(logits.float(), labels)
@@ -84,7 +85,7 @@ def finetune(model, examples: Ragged, labels: np.ndarray, pad_id: int, settings:
     model.train()
     step, train_s, examples_seen, loss_value = 0, 0.0, 0, math.nan
     for epoch in range(settings.epochs):
-        rng = np.random.default_rng([settings.seed, epoch])
+        rng = numpy_rng(settings.seed, "finetune/order", epoch)
         for rows in bucketed_batches(lengths, settings.batch_size, rng):
             t0 = time.perf_counter()
             input_ids, attention_mask = pad_batch(examples, rows, pad_id, device)

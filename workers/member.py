@@ -3,6 +3,10 @@
 pre-train (masked LM, resumable) -> transfer to a classifier -> fine-tune -> logits on val and test.
 Pre-trained and scratch members of the same index share the seed, so their classifier heads start
 identical and they see the fine-tuning data in the same order: the gap measures pre-training alone.
+
+What crosses the Ray boundary: a `MemberSpec` (small, frozen, typed settings and a role) per member,
+and one `SharedArrays` (token arrays only, `ray.put` once) that every member reads. Members with
+different settings (a sweep's learning rates, say) read the same arrays.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Callable
 
@@ -21,7 +26,7 @@ import torch
 from workers import checkpoint
 from workers.corpus import Ragged
 from workers.finetune import FinetuneSettings, finetune, predict_logits
-from workers.models import bert_config, build_classifier, build_mlm, count_parameters
+from workers.models import ModelSettings, build_classifier, build_mlm, count_parameters, init_from_streams, transfer_encoder
 from workers.pretrain import PretrainSettings, SpecialIds, pretrain
 from workers.voting import accuracy
 
@@ -30,22 +35,39 @@ log = logging.getLogger(__name__)
 RESULT_FILE = "result.npz"
 
 
+class Role(str, Enum):
+    """What a member is in an experiment."""
+
+    PRETRAINED = "pretrained"  # a committee member: pre-trained on the corpus, then fine-tuned
+    SCRATCH = "scratch"  # its twin: same seed, fine-tuned from random weights (the control)
+    DEEP = "deep"  # the deep baseline: pre-trained like a member, with more layers
+
+
 @dataclass(frozen=True)
 class MemberSpec:
     """What one member does; small and immutable, it crosses the Ray boundary."""
 
     name: str  # "member-00", "scratch-00", "deep"
-    index: int
+    role: Role
+    index: int  # member index within the committee (the scratch twin shares it)
     seed: int
-    pretrained: bool
-    num_layers: int
-    pretrain_steps: int
-    out_dir: str
+    model: ModelSettings
+    pretrain: PretrainSettings | None  # None for a scratch member
+    finetune: FinetuneSettings
+    out_dir: str  # a path or a storage URI: checkpoints, weights and result.npz
+
+    @property
+    def pretrains(self) -> bool:
+        return self.pretrain is not None
+
+    @property
+    def pretrain_steps(self) -> int:
+        return self.pretrain.max_steps if self.pretrain else 0
 
 
 @dataclass(frozen=True)
-class SharedInputs:
-    """Tokenized data and settings every member reads; `ray.put` once by the driver."""
+class SharedArrays:
+    """The token arrays every member reads (no settings): `ray.put` once by the driver."""
 
     blocks: np.ndarray  # [n_blocks, seq_len] int32 pre-training blocks
     train: Ragged
@@ -56,17 +78,14 @@ class SharedInputs:
     test_labels: np.ndarray  # [n_test] int64
     num_classes: int
     special: SpecialIds
-    model: dict  # ModelConfig fields
-    pretrain: dict  # PretrainConfig fields
-    finetune: dict  # FinetuneConfig fields
 
 
 @dataclass
 class MemberResult:
     name: str
+    role: str  # a Role value
     index: int
     seed: int
-    pretrained: bool
     num_layers: int
     parameters: int
     val_accuracy: float
@@ -77,27 +96,9 @@ class MemberResult:
     finetune_stats: dict = field(default_factory=dict)
     classifier_dir: str = ""
 
-
-def _config(spec: MemberSpec, inputs: SharedInputs):
-    m = inputs.model
-    return bert_config(inputs.special.vocab_size, m["hidden_size"], m["num_heads"], spec.num_layers,
-                       max_position=m["max_position"], intermediate_size=m["intermediate_size"],
-                       dropout=m["dropout"], num_labels=inputs.num_classes)
-
-
-def _pretrain_settings(spec: MemberSpec, inputs: SharedInputs) -> PretrainSettings:
-    p = inputs.pretrain
-    return PretrainSettings(seed=spec.seed, max_steps=spec.pretrain_steps, batch_size=p["batch_size"],
-                            lr=p["lr"], weight_decay=p["weight_decay"], warmup_steps=p["warmup_steps"],
-                            mask_prob=p["mask_prob"], precision=p["precision"],
-                            checkpoint_every=p["checkpoint_every"], log_every=p["log_every"])
-
-
-def _finetune_settings(spec: MemberSpec, inputs: SharedInputs) -> FinetuneSettings:
-    f = inputs.finetune
-    return FinetuneSettings(seed=spec.seed, epochs=f["epochs"], batch_size=f["batch_size"], lr=f["lr"],
-                            weight_decay=f["weight_decay"], warmup_ratio=f["warmup_ratio"],
-                            precision=f["precision"])
+    @property
+    def pretrained(self) -> bool:
+        return self.role != Role.SCRATCH.value
 
 
 def member_device() -> torch.device:
@@ -105,7 +106,7 @@ def member_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def pretrained_mlm(spec: MemberSpec, inputs: SharedInputs, on_log: Callable[[dict], None] | None):
+def pretrained_mlm(spec: MemberSpec, arrays: SharedArrays, on_log: Callable[[dict], None] | None):
     """The member's masked LM after pre-training (loaded if already finished, resumed if interrupted)."""
     from transformers import BertForMaskedLM
 
@@ -113,12 +114,13 @@ def pretrained_mlm(spec: MemberSpec, inputs: SharedInputs, on_log: Callable[[dic
     final = checkpoint.join(out, "mlm")
     stats_text = checkpoint.read_bytes(checkpoint.join(final, "pretrain_stats.json"))  # written last: the marker
     if stats_text is not None:
-        model = BertForMaskedLM.from_pretrained(checkpoint.local_dir(final))
+        model = checkpoint.load_pretrained(BertForMaskedLM, final)
         checkpoint.clear_local_cache()  # the weights are in memory now
         return model, json.loads(stats_text)
-    torch.manual_seed(spec.seed)
-    model = build_mlm(_config(spec, inputs)).to(member_device())
-    stats = pretrain(model, inputs.blocks, inputs.special, _pretrain_settings(spec, inputs),
+    model = build_mlm(spec.model.bert_config(arrays.special.vocab_size, arrays.num_classes))
+    init_from_streams(model, spec.seed, f"init/{spec.role.value}")
+    model = model.to(member_device())
+    stats = pretrain(model, arrays.blocks, arrays.special, spec.pretrain,
                      checkpoint_dir=checkpoint.join(out, "checkpoints"), on_log=on_log)
     checkpoint.clear_local_cache()  # a checkpoint downloaded to resume from
     stats["parameters"] = count_parameters(model)
@@ -127,26 +129,37 @@ def pretrained_mlm(spec: MemberSpec, inputs: SharedInputs, on_log: Callable[[dic
     return model, stats
 
 
-def run_member(spec: MemberSpec, inputs: SharedInputs, on_log: Callable[[dict], None] | None = None) -> MemberResult:
+def classifier_for(spec: MemberSpec, arrays: SharedArrays, mlm=None):
+    """The member's classifier before fine-tuning: head (pooler + classifier) from the stream `init/head`,
+    which a pre-trained member and its scratch twin share; encoder from `mlm` when pre-trained, else
+    from the member's own `init/<role>` stream."""
+    config = spec.model.bert_config(arrays.special.vocab_size, arrays.num_classes)
+    model = build_classifier(config, arrays.num_classes)
+    init_from_streams(model, spec.seed, f"init/{spec.role.value}", head_stream="init/head")
+    if mlm is not None:
+        transfer_encoder(model, mlm)
+    return model
+
+
+def run_member(spec: MemberSpec, arrays: SharedArrays, on_log: Callable[[dict], None] | None = None) -> MemberResult:
     t0 = time.perf_counter()
     pretrain_stats: dict = {}
     mlm = None
-    if spec.pretrained:
-        mlm, pretrain_stats = pretrained_mlm(spec, inputs, on_log)
-    torch.manual_seed(spec.seed + 1)  # the classifier head's init: the same for pre-trained and scratch
-    model = build_classifier(_config(spec, inputs), inputs.num_classes, mlm=mlm).to(member_device())
+    if spec.pretrains:
+        mlm, pretrain_stats = pretrained_mlm(spec, arrays, on_log)
+    model = classifier_for(spec, arrays, mlm).to(member_device())
     del mlm
-    settings = _finetune_settings(spec, inputs)
-    pad = inputs.special.pad
-    ft_stats = finetune(model, inputs.train, inputs.train_labels, pad, settings, on_log=on_log)
-    val_logits = predict_logits(model, inputs.val, pad, precision=settings.precision)
-    test_logits = predict_logits(model, inputs.test, pad, precision=settings.precision)
+    settings = spec.finetune
+    pad = arrays.special.pad
+    ft_stats = finetune(model, arrays.train, arrays.train_labels, pad, settings, on_log=on_log)
+    val_logits = predict_logits(model, arrays.val, pad, precision=settings.precision)
+    test_logits = predict_logits(model, arrays.test, pad, precision=settings.precision)
     classifier_dir = checkpoint.save_final(checkpoint.join(spec.out_dir, "classifier"), model)
     ft_stats["wall_s"] = time.perf_counter() - t0
     result = MemberResult(
-        name=spec.name, index=spec.index, seed=spec.seed, pretrained=spec.pretrained,
-        num_layers=spec.num_layers, parameters=count_parameters(model),
-        val_accuracy=accuracy(val_logits, inputs.val_labels), test_accuracy=accuracy(test_logits, inputs.test_labels),
+        name=spec.name, role=spec.role.value, index=spec.index, seed=spec.seed,
+        num_layers=spec.model.num_layers, parameters=count_parameters(model),
+        val_accuracy=accuracy(val_logits, arrays.val_labels), test_accuracy=accuracy(test_logits, arrays.test_labels),
         val_logits=val_logits, test_logits=test_logits, pretrain_stats=pretrain_stats, finetune_stats=ft_stats,
         classifier_dir=str(classifier_dir),
     )
@@ -163,9 +176,10 @@ def save_result(result: MemberResult, out_dir: str | Path) -> None:
 
 
 def load_result(out_dir: str | Path) -> MemberResult | None:
+    """The member's saved result, or None; read without pickle (numeric arrays and a JSON string)."""
     raw = checkpoint.read_bytes(checkpoint.join(out_dir, RESULT_FILE))
     if raw is None:
         return None
-    with np.load(io.BytesIO(raw)) as data:
+    with np.load(io.BytesIO(raw), allow_pickle=False) as data:
         meta = json.loads(str(data["meta"]))
         return MemberResult(val_logits=data["val_logits"], test_logits=data["test_logits"], **meta)

@@ -23,9 +23,13 @@ import torch.nn.functional as F
 
 from workers import checkpoint
 from workers.masking import IGNORE_INDEX, mask_tokens
-from workers.schedule import make_optimizer, step_generator, step_seed
+from workers.schedule import make_optimizer
+from workers.seeds import numpy_rng, seed_global_torch, torch_generator
 
 log = logging.getLogger(__name__)
+
+# what a pre-training checkpoint's state holds besides the weights (see `checkpoint` for the files)
+RESUME_KEYS = ("optimizer", "scheduler", "step", "tokens", "train_s", "loss")
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,7 @@ def batch_at(blocks: np.ndarray, step: int, batch_size: int, seed: int) -> np.nd
     n = len(blocks)
     per_epoch = max(1, n // batch_size) if n >= batch_size else 1
     epoch, index = divmod(step, per_epoch)
-    order = np.random.default_rng([seed, epoch]).permutation(n)
+    order = numpy_rng(seed, "pretrain/order", epoch).permutation(n)
     rows = order[index * batch_size:(index + 1) * batch_size] if n >= batch_size else order
     return blocks[rows]
 
@@ -90,8 +94,8 @@ def batch_at(blocks: np.ndarray, step: int, batch_size: int, seed: int) -> np.nd
 def train_step(model, optimizer, scheduler, batch: torch.Tensor, special: SpecialIds,
                settings: PretrainSettings, step: int) -> tuple[float, int]:
     """One optimizer step on `batch` [b, s]; returns (loss, real tokens in the batch)."""
-    torch.manual_seed(step_seed(settings.seed, step, stream=2))  # dropout
-    gen = step_generator(settings.seed, step, stream=1)
+    seed_global_torch(settings.seed, "pretrain/dropout", step)
+    gen = torch_generator(settings.seed, "pretrain/mask", step)
     inputs, labels = mask_tokens(batch, special.never_masked(), special.mask, special.vocab_size,
                                  settings.mask_prob, gen)
     is_real = batch != special.pad
@@ -123,13 +127,11 @@ def pretrain(model, blocks: np.ndarray, special: SpecialIds, settings: PretrainS
     optimizer, scheduler = make_optimizer(model, settings.lr, settings.weight_decay,
                                           settings.warmup_steps, settings.max_steps)
     start, tokens, train_s, last_loss = 0, 0, 0.0, math.nan
-    ckpt = checkpoint.latest(checkpoint_dir) if checkpoint_dir else None
+    ckpt = checkpoint.latest(checkpoint_dir, RESUME_KEYS) if checkpoint_dir else None
     if ckpt is not None:
-        from safetensors.torch import load_file
-
-        state = checkpoint.load_state(ckpt)
+        state = checkpoint.load_state(ckpt, RESUME_KEYS)  # safetensors + JSON only, never a pickle
         device = next(model.parameters()).device
-        model.load_state_dict(load_file(str(ckpt / "model.safetensors"), device=str(device)), strict=False)
+        model.load_state_dict(checkpoint.load_weights(ckpt, device), strict=False)
         model.tie_weights()
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
