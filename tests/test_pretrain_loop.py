@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from workers.bench import reference_pretrain_step
+from bench.loops import reference_pretrain_step
 from workers.corpus import encode, pack_blocks, truncate_articles
 from workers.masking import mask_tokens
 from workers.models import bert_config, build_mlm
 from workers.pretrain import PretrainSettings, SpecialIds, batch_at, mlm_loss, pretrain, train_step
-from workers.schedule import make_optimizer, step_generator
+from workers.schedule import make_optimizer
+from workers.seeds import torch_generator
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def test_mlm_loss_equals_reference_loss(corpus):
     batch = torch.from_numpy(truncate_articles(encode(tokenizer, texts, max_length=64), 64, special.pad)).long()
     assert (batch == special.pad).any() and (batch != special.pad).all(dim=1).any()  # padded, like the authors' batches
     inputs, labels = mask_tokens(batch, special.never_masked(), special.mask, special.vocab_size, 0.15,
-                                 step_generator(0, 0, stream=1))
+                                 torch_generator(0, "pretrain/mask", 0))
     attention_mask = (batch != special.pad).long()
     with torch.no_grad():
         reference = model(input_ids=inputs, attention_mask=attention_mask, labels=labels).loss

@@ -1,4 +1,4 @@
-"""Learning-rate schedule and per-step seeding shared by pre-training and fine-tuning."""
+"""Optimizer and learning-rate schedule shared by pre-training and fine-tuning (seeds: workers/seeds.py)."""
 
 from __future__ import annotations
 
@@ -16,15 +16,6 @@ def warmup_linear(warmup_steps: int, total_steps: int):
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
     return factor
-
-
-def step_seed(seed: int, step: int, stream: int = 0) -> int:
-    """A seed for (member seed, step, stream): each step's randomness is derived, never carried."""
-    return (seed * 1_000_003 + step * 7_919 + stream * 104_729) % (2**63 - 1)
-
-
-def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(step_seed(seed, step, stream))
 
 
 def make_optimizer(model, lr: float, weight_decay: float, warmup_steps: int, total_steps: int):
