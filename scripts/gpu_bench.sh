@@ -7,7 +7,7 @@
 #                    jsonschema-specifications, referencing, rpds-py
 #   .gpu/data/       a data root with wikipedia/ (one shard is enough) and ag_news/
 #   .gpu/tokenizer/  the WordPiece tokenizer (vocab 30,522) that `committee bench` trained and cached
-#                    (~/.cache/committee/wordpiece-30522-6417)
+#                    (a directory under ~/.cache/committee/tokenizers/, or under --cache-dir)
 # Writes OUT_DIR/bench_cuda.json and OUT_DIR/bench_cuda.txt.
 set -euo pipefail
 out="${1:?usage: scripts/gpu_bench.sh OUT_DIR}"

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from workers.bench import alternate_rounds, mlm_training_flops, soft_vote
+from bench.flops import mlm_training_flops
+from bench.serving import soft_vote
+from bench.timing import alternate_rounds
 from workers.models import bert_config, build_classifier, build_mlm
 from workers.packed import PackedCommittee
 
@@ -74,8 +76,22 @@ def test_alternate_rounds_alternates_and_reports_rates():
     assert len(rates["a"]) == len(rates["b"]) == 3 and all(r > 0 for r in rates["a"])
 
 
+def test_precision_report_follows_the_cpu_bf16_flags():
+    """bf16 counts as native with AMX or AVX-512 BF16 and as emulated without either, as /proc/cpuinfo says."""
+    from bench.hardware import _cpu_bf16_reason, cpu_bf16_flags, precision_report
+
+    flags = cpu_bf16_flags()
+    report = precision_report("cpu", "bf16")
+    assert report["bf16_flags"] == flags
+    assert report["native_bf16"] == (None if flags is None else bool(flags))
+    assert _cpu_bf16_reason(["amx_bf16", "avx512_bf16"])[0] is True
+    assert "no AMX" in _cpu_bf16_reason(["avx512_bf16"])[1]
+    native, why = _cpu_bf16_reason([])
+    assert native is False and "emulated" in why and "--precision fp32" in why
+
+
 def test_committee_bench_quick_end_to_end(tmp_path, monkeypatch):
-    """The whole benchmark on a tiny shape: every section runs, the JSON holds the issue's keys."""
+    """The whole benchmark on a tiny shape: every section runs, the JSON holds the keys the targets read."""
     import ray
     from typer.testing import CliRunner
 
@@ -96,6 +112,10 @@ def test_committee_bench_quick_end_to_end(tmp_path, monkeypatch):
     member, reference = data["pretrain"]["member"], data["pretrain"]["reference"]
     assert abs(member["mask"]["masked_share"] - 0.15) < 0.03 and abs(reference["mask"]["masked_share"] - 0.15) < 0.03
     assert data["pretrain"]["loss_agreement"]["fp32"]["abs_diff"] < 1e-4
+    assert data["precision"]["member"] == "bf16" and data["precision"]["reference"] == "fp32"
+    used, source = data["pretrain"]["peak_flops_used"], data["pretrain"]["peak_source"]
+    assert used["bf16"] == max(data["machine"]["peak_flops_bf16"], data["pretrain"]["peak_flops_in_rounds"]["bf16"])
+    assert source["bf16"] == ("alone" if used["bf16"] == data["machine"]["peak_flops_bf16"] else "between rounds")
     assert not ray.is_initialized()
 
 

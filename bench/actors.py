@@ -1,6 +1,6 @@
-"""The Ray actor behind `committee bench`'s serving and scaling figures: one worker process that
+"""The Ray actor behind `committee bench`'s scaling and serving figures: one worker process that
 holds committee members (and optionally the deep model), answers inference requests and pre-trains
-with the member loop. Thin: the work is in workers.bench, workers.pretrain and transformers."""
+with the member loop. Thin: the work is in bench.loops, bench.serving, workers.pretrain and transformers."""
 
 from __future__ import annotations
 
@@ -26,56 +26,50 @@ class BenchWorker:
         self.loop = None
 
     def load_classifiers(self, config: dict, seeds: list[int], num_labels: int, deep_config: dict | None = None) -> int:
-        """Members built under their seeds (eval mode); with `deep_config`, also the deep model (seed 0)."""
-        import torch
+        """Members of these seeds (eval mode); with `deep_config`, also the deep model (seed 0)."""
         from transformers import BertConfig
 
-        from workers.models import build_classifier
+        from bench.serving import committee_members
         from workers.packed import PackedCommittee
-
-        def build(cfg: dict, seed: int):
-            torch.manual_seed(seed)
-            return build_classifier(BertConfig.from_dict(cfg), num_labels).to(self.device).eval()
 
         # Each model served through the packed kernels (K = 1): the fastest way found to run one
         # member, and the same one for the deep model, so neither side gets a trick the other lacks.
-        self.members = [PackedCommittee.from_members([build(config, s)]) for s in seeds]
-        self.deep = PackedCommittee.from_members([build(deep_config, 0)]) if deep_config else None
+        members = committee_members(BertConfig.from_dict(config), num_labels, seeds, self.device)
+        self.members = [PackedCommittee.from_members([m]) for m in members]
+        if deep_config:
+            deep = committee_members(BertConfig.from_dict(deep_config), num_labels, [0], self.device)
+            self.deep = PackedCommittee.from_members(deep)
         return len(self.members)
 
     def infer(self, input_ids, attention_mask) -> tuple:
         """Every member held here, one after another: (logits [k, b, classes] float32, per-member seconds)."""
-        import torch
+        from bench.serving import timed_packed_forward
 
-        from workers.bench import timed_packed_forward
-
-        ids = torch.from_numpy(input_ids).to(self.device)
-        mask = torch.from_numpy(attention_mask).to(self.device)
-        return timed_packed_forward(self.members, ids, mask, self.device)
+        return timed_packed_forward(self.members, *self._on_device(input_ids, attention_mask), self.device)
 
     def infer_deep(self, input_ids, attention_mask) -> tuple:
+        """The deep model: (logits [b, classes] float32, seconds)."""
+        from bench.serving import timed_packed_forward
+
+        logits, seconds = timed_packed_forward([self.deep], *self._on_device(input_ids, attention_mask), self.device)
+        return logits[0], seconds[0]
+
+    def _on_device(self, input_ids, attention_mask) -> tuple:
         import torch
 
-        from workers.bench import timed_packed_forward
-
-        ids = torch.from_numpy(input_ids).to(self.device)
-        mask = torch.from_numpy(attention_mask).to(self.device)
-        logits, seconds = timed_packed_forward([self.deep], ids, mask, self.device)
-        return logits[0], seconds[0]
+        # arrays from Ray's object store are read-only: copied (a request is a few KiB) rather than shared
+        return torch.tensor(input_ids, device=self.device), torch.tensor(attention_mask, device=self.device)
 
     def ping(self) -> float:
         return time.perf_counter()
 
-    def setup_pretrain(self, config: dict, blocks, special, settings, seed: int) -> None:
-        """A fresh member (seeded) and the member loop over `blocks`, as every training command runs it."""
-        import torch
+    def setup_pretrain(self, config: dict, blocks, special, settings) -> None:
+        """A fresh member (initial weights of `settings.seed`) and the member loop over `blocks`."""
         from transformers import BertConfig
 
-        from workers.bench import PretrainLoop
-        from workers.models import build_mlm
+        from bench.loops import PretrainLoop, seeded_mlm
 
-        torch.manual_seed(seed)
-        model = build_mlm(BertConfig.from_dict(config)).to(self.device)
+        model = seeded_mlm(BertConfig.from_dict(config), settings.seed, self.device)
         self.loop = PretrainLoop("member", model, blocks, special, settings, reference=False, device=self.device)
 
     def pretrain_steps(self, steps: int) -> tuple[int, float, float]:
@@ -85,7 +79,7 @@ class BenchWorker:
         return tokens, time.perf_counter() - t0, time.process_time() - c0
 
     def peak_rss_mib(self) -> float:
-        from workers.bench import peak_rss_mib
+        from bench.timing import peak_rss_mib
 
         return peak_rss_mib()
 
