@@ -146,6 +146,10 @@ def format_table(r: dict) -> str:
         lines += _scaling(r["scaling"], r["memory"])
     if "members_per_gpu" in r:
         lines += _members_per_gpu(r["members_per_gpu"])
+    if "groups" in r:
+        from bench.sections.groups import groups_table
+
+        lines += groups_table(r["groups"], _row)
     lines += [""] + _targets(r) + [f"wall time {r['wall_s']:.0f} s"]
     return "\n".join(lines)
 

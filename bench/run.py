@@ -56,8 +56,12 @@ def _model_report(opts: BenchOptions, prep: Prepared) -> dict:
 
 
 def _ray_sections(prep: Prepared, opts: BenchOptions, sizes, echo, result: dict) -> None:
-    """Members per GPU (CUDA), or scaling, memory and serving through Ray (CPU), into `result`."""
+    """Stacked groups (bench.sections.groups), then members per GPU (CUDA), or scaling, memory and serving
+    through Ray (CPU), into `result`."""
     with ray_session(opts):
+        from bench.sections.groups import bench_groups
+
+        result["groups"] = bench_groups(prep, opts, sizes, echo, result["machine"])
         if opts.device == "cuda":
             from bench.sections.gpu import bench_gpu_sharing
 

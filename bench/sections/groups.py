@@ -1,0 +1,273 @@
+"""Section "members per GPU": K members pre-trained as one stack (workers/groups.py) against one actor per
+member (or per core), aggregate real tokens/s side by side in alternating rounds.
+
+- CPU: K = 1, 2, 4 at the bert1-256 width (the --model's own when it is 256 wide or less; tiny under
+  --quick), with the --model's vocabulary, on `--workers` cores: one one-core actor per core training its
+  share of the members in turn with the member loop, the same actors training their share as a stack,
+  and one stack of all K in one actor of all the cores. Expect no gain worth having: a CPU core is busy
+  with one member already, and a stack only turns G small matmuls into one batched matmul of the same
+  FLOPs (what it saves is Python and launch overhead, which matters at tiny widths only).
+- CUDA: the paper shape (hidden 768, vocab 30,522) and the quickstart's (hidden 128, vocab 8,000),
+  K = 1, 6, 32: K fractional-GPU actors (num_gpus = 1/K, one member each, the member loop) against the
+  K members as one stack in this process; tokens/s and the share of the bf16 matmul peak.
+Both sides use the benchmark's --precision, the same seeds, masks and data order (workers.seeds).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import ray
+import torch
+
+from bench.flops import mlm_training_flops
+from bench.loops import seeded_mlm
+from bench.options import BATCH_SIZE, MASK_PROB, MODELS, SEQ_LEN, TOKENIZER_ORDER_SEED, BenchOptions, Sizes, pretrain_settings
+from bench.prepare import Prepared
+from bench.timing import median, sync
+
+CPU_MEMBERS = (1, 2, 4)
+CPU_SHAPE = "bert1-256"
+GPU_MEMBERS = (1, 6, 32)
+GPU_SHAPES = {"hidden 768, vocab 30,522": (768, 12, 30522), "hidden 128, vocab 8,000": (128, 2, 8000)}
+
+
+class StackLoop:
+    """K members as one stack: each `step()` trains every member one batch (workers.groups.group_train_step)."""
+
+    def __init__(self, models: list, blocks: np.ndarray, special, settings: list, device: str):
+        from workers.groups import StackedMLM, group_optimizer
+        from workers.precision import resolve_here
+
+        self.model = StackedMLM(models, device=device).train()
+        self.optimizer, self.scheduler = group_optimizer(self.model, settings[0])
+        self.blocks, self.special, self.settings, self.device = blocks, special, settings, device
+        self.precision = resolve_here(settings[0].precision, device).precision
+        self.step_index = 0
+
+    def step(self) -> int:
+        from workers.groups import group_train_step
+        from workers.pretrain import batch_at
+
+        rows = np.stack([batch_at(self.blocks, self.step_index, s.batch_size, s.seed) for s in self.settings])
+        _, real = group_train_step(self.model, self.optimizer, self.scheduler, torch.from_numpy(rows).long(),
+                                   self.special, self.settings, self.step_index, self.precision)
+        sync(self.device)
+        self.step_index += 1
+        return sum(real)
+
+
+class TurnLoop:
+    """Members trained one after another by the member loop (workers.pretrain.train_step)."""
+
+    def __init__(self, models: list, blocks: np.ndarray, special, settings: list, device: str):
+        from workers.schedule import make_optimizer
+
+        self.members = []
+        for model, s in zip(models, settings):
+            model = model.to(device).train()
+            self.members.append((model, *make_optimizer(model, s.lr, s.weight_decay, s.warmup_steps, s.max_steps), s))
+        self.blocks, self.special, self.device = blocks, special, device
+        self.step_index = 0
+
+    def step(self) -> int:
+        from workers.pretrain import batch_at, train_step
+
+        tokens = 0
+        for model, optimizer, scheduler, s in self.members:
+            batch = torch.from_numpy(batch_at(self.blocks, self.step_index, s.batch_size, s.seed)).long()
+            tokens += train_step(model, optimizer, scheduler, batch, self.special, s, self.step_index)[1]
+        sync(self.device)
+        self.step_index += 1
+        return tokens
+
+
+def make_loop(config, blocks: np.ndarray, special, settings: list, stacked: bool, device: str):
+    """A StackLoop or TurnLoop over fresh members with the initial weights of their seeds."""
+    models = [seeded_mlm(config, s.seed, "cpu") for s in settings]
+    return (StackLoop if stacked else TurnLoop)(models, blocks, special, settings, device)
+
+
+@ray.remote(num_cpus=0)
+class GroupBenchWorker:
+    """A Ray worker of `num_threads` torch threads holding one loop (contenders take turns, so Ray's CPU
+    accounting is left out: both sides of a comparison live at once on a machine that runs one at a time)."""
+
+    def __init__(self, num_threads: int, device: str = "cpu"):
+        from transformers.utils import logging as hf_logging
+
+        torch.set_num_threads(max(1, num_threads))
+        hf_logging.set_verbosity_error()
+        self.device = device
+        self.loop = None
+
+    def setup(self, config: dict, blocks, special, settings: list, stacked: bool) -> None:
+        from transformers import BertConfig
+
+        self.loop = make_loop(BertConfig.from_dict(config), blocks, special, settings, stacked, self.device)
+
+    def steps(self, count: int) -> int:
+        return sum(self.loop.step() for _ in range(count))
+
+
+def _rounds(contenders: dict, steps: int, rounds: int) -> dict[str, list[float]]:
+    """Aggregate tokens/s per round; a contender is a list of workers (all step at once) or a local loop."""
+    def run(side) -> int:
+        if isinstance(side, list):
+            return sum(ray.get([w.steps.remote(steps) for w in side]))
+        return sum(side.step() for _ in range(steps))
+
+    names = list(contenders)
+    for name in names:  # warm-up
+        run(contenders[name])
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            t0 = time.perf_counter()
+            tokens = run(contenders[name])
+            rates[name].append(tokens / (time.perf_counter() - t0))
+    return rates
+
+
+def _kill(*sides) -> None:
+    for side in sides:
+        for worker in side if isinstance(side, list) else []:
+            ray.kill(worker)
+
+
+def cpu_shape(opts: BenchOptions) -> str:
+    """The width the CPU rows train (with the --model's vocabulary): tiny under --quick, else the --model's
+    when it is 256 wide or less, else bert1-256."""
+    if opts.quick:
+        return "tiny"
+    return opts.model if MODELS[opts.model]["hidden"] <= 256 else CPU_SHAPE
+
+
+def _cpu_row(members: int, actors: int, rates: dict[str, list[float]]) -> dict:
+    in_turn = median(rates["actors"])
+    return {"members": members, "actors": actors, "actors_tokens_per_s": in_turn,
+            "stacks_per_core_tokens_per_s": median(rates["stacks_per_core"]),
+            "one_stack_tokens_per_s": median(rates["one_stack"]),
+            "stacks_per_core_ratio": median(rates["stacks_per_core"]) / in_turn,
+            "one_stack_ratio": median(rates["one_stack"]) / in_turn}
+
+
+def bench_groups_cpu(p: Prepared, opts: BenchOptions, sizes: Sizes, echo) -> dict:
+    """K members on `workers` cores, three ways: one one-thread actor per core training its share of the
+    members in turn (the solo member loop), one one-thread actor per core training its share as a stack,
+    and one stack of all K in one actor of `workers` threads (what `members_per_actor: K` runs)."""
+    from workers.models import bert_config
+
+    shape = MODELS[cpu_shape(opts)]
+    config = bert_config(p.member_config.vocab_size, shape["hidden"], shape["heads"], 1,
+                         max_position=SEQ_LEN).to_dict()
+    blocks, cores = ray.put(p.packed), opts.workers
+    workers = {"actors": [GroupBenchWorker.remote(1, "cpu") for _ in range(cores)],
+               "stacks_per_core": [GroupBenchWorker.remote(1, "cpu") for _ in range(cores)],
+               "one_stack": [GroupBenchWorker.remote(cores, "cpu")]}
+    rows = []
+    try:
+        for k in CPU_MEMBERS:
+            settings = [pretrain_settings(opts, opts.precision, opts.seed + i) for i in range(k)]
+            per_core = min(k, cores)
+            echo(f"members per GPU (on CPU): {k} member(s) on {cores} cores: {per_core} one-core actor(s) in "
+                 f"turn, as stacks, and one stack on all cores")
+            sides = {name: side[:per_core] for name, side in workers.items()}
+            ray.get([w.setup.remote(config, blocks, p.special, settings[j::len(side)], name != "actors")
+                     for name, side in sides.items() for j, w in enumerate(side)])
+            rates = _rounds(sides, sizes.scaling_steps, max(2, sizes.scaling_rounds))
+            rows.append(_cpu_row(k, per_core, rates))
+    finally:
+        _kill(*workers.values())
+    return {"device": "cpu", "shape": cpu_shape(opts), "cores": cores, "precision": opts.precision, "rows": rows,
+            "what": (f"aggregate real tokens/s of K members pre-training at the {cpu_shape(opts)} width on {cores} cores: "
+                     f"one one-thread actor per core training its share of the members in turn with the member loop "
+                     f"(as members_per_actor: 1 runs them), the same actors training their share as one stack "
+                     f"(workers/groups.py), and one stack of all K in one actor of {cores} threads (as "
+                     f"members_per_actor: K runs them); ratios are over the first. Torch threads spin while they "
+                     f"wait, so on a machine shared with other work the multi-thread stack loses most")}
+
+
+def _blocks_for_vocab(p: Prepared, opts: BenchOptions, vocab_size: int, sizes: Sizes, echo) -> tuple:
+    """(packed blocks, special ids) for `vocab_size`: the prepared ones when their tokenizer has that
+    vocabulary, else the product's cached tokenizer of that size on the same articles."""
+    if MODELS[opts.model]["vocab"] == vocab_size:
+        return p.packed, p.special
+    from orchestrator.prepare import tokenizer_for
+    from workers import data as wdata
+    from workers.corpus import encode, pack_blocks
+    from workers.pretrain import SpecialIds
+    from workers.tokenizer import load_tokenizer
+
+    root = wdata.resolve_data_root(opts.data_root)
+    articles = min(MODELS["bert1"]["tokenizer_articles"], len(wdata.load_wikipedia_texts(root)))
+    cache_dir = Path(opts.cache_dir) if opts.cache_dir else None
+    tokenizer = load_tokenizer(tokenizer_for(root, vocab_size, articles, TOKENIZER_ORDER_SEED, cache_dir=cache_dir,
+                                             echo=echo))
+    special = SpecialIds.of(tokenizer)
+    articles = wdata.pretraining_articles(root, sizes.pretrain_articles, TOKENIZER_ORDER_SEED)
+    return pack_blocks(encode(tokenizer, articles, special=False), SEQ_LEN, special.cls, special.sep, special.pad), special
+
+
+def bench_groups_gpu(p: Prepared, opts: BenchOptions, sizes: Sizes, echo, peak_bf16: float,
+                     shapes: dict = GPU_SHAPES, members=GPU_MEMBERS, device: str = "cuda") -> dict:
+    """For each shape and K: K fractional-GPU actors (one member each) against the K as one stack in this
+    process. `device="cpu"` only exercises this code path without a GPU."""
+    from workers.models import bert_config
+
+    rows = []
+    for label, (hidden, heads, vocab) in shapes.items():
+        blocks, special = _blocks_for_vocab(p, opts, vocab, sizes, echo)
+        config = bert_config(max(vocab, special.vocab_size), hidden, heads, 1, max_position=SEQ_LEN)
+        tokens = BATCH_SIZE * SEQ_LEN
+        flops_per_token = mlm_training_flops(config, tokens, SEQ_LEN, int(MASK_PROB * tokens)) / tokens
+        blocks_ref = ray.put(blocks)
+        for k in members:
+            echo(f"members per GPU: {label}, {k} fractional-GPU actor(s) against a stack of {k}")
+            settings = [pretrain_settings(opts, opts.precision, opts.seed + i) for i in range(k)]
+            gpus = 1 / k if device == "cuda" else 0
+            actors = [GroupBenchWorker.options(num_gpus=gpus).remote(1, device) for _ in range(k)]
+            try:
+                ray.get([a.setup.remote(config.to_dict(), blocks_ref, special, [s], False)
+                         for a, s in zip(actors, settings)])
+                stack = make_loop(config, blocks, special, settings, True, device)
+                rates = _rounds({"fractional": actors, "stack": stack}, sizes.pretrain_steps, max(2, sizes.pretrain_rounds))
+            finally:
+                _kill(actors)
+            del stack
+            if device == "cuda":
+                torch.cuda.empty_cache()
+            for side in ("fractional", "stack"):
+                rate = median(rates[side])
+                rows.append({"shape": label, "members": k, "side": side, "tokens_per_s": rate,
+                             "bf16_peak_share": rate * flops_per_token / peak_bf16 if peak_bf16 else None})
+    return {"device": device, "precision": opts.precision, "rows": rows,
+            "what": "aggregate real tokens/s of K members pre-training: K fractional-GPU actors (num_gpus = 1/K, the "
+                    "member loop) against the K as one stack (workers/groups.py) in one process; share of the bf16 "
+                    "matmul peak measured in this run"}
+
+
+def bench_groups(p: Prepared, opts: BenchOptions, sizes: Sizes, echo, machine: dict) -> dict:
+    """The section for the --device: GPU rows on CUDA, stack against actors per core on CPU (Ray connected)."""
+    if opts.device == "cuda":
+        return bench_groups_gpu(p, opts, sizes, echo, machine["peak_flops_bf16"])
+    return bench_groups_cpu(p, opts, sizes, echo)
+
+
+def groups_table(g: dict, row) -> list[str]:
+    """The section's lines in the benchmark table (`row` formats a label and cells)."""
+    if "cores" in g:  # the CPU comparison
+        lines = [f"6. members per GPU, on CPU ({g['precision']}; expect no gain): K members at the {g['shape']} width, "
+                 f"tokens/s, actors in turn | stacks per core | one stack on {g['cores']} cores"]
+        for r in g["rows"]:
+            lines.append(row(f"K = {r['members']} on {r['actors']} one-core actor(s)", f"{r['actors_tokens_per_s']:,.0f}",
+                             f"{r['stacks_per_core_tokens_per_s']:,.0f}", f"{r['one_stack_tokens_per_s']:,.0f}")
+                         + f"{r['stacks_per_core_ratio']:>8.2f}x{r['one_stack_ratio']:>7.2f}x")
+        return lines
+    lines = [f"6. members per GPU ({g['precision']}): tokens/s (share of the bf16 peak)"]
+    for r in g["rows"]:
+        share = "" if r["bf16_peak_share"] is None else f" ({r['bf16_peak_share']:.0%})"
+        lines.append(row(f"{r['shape']}, K = {r['members']}, {r['side']}", f"{r['tokens_per_s']:,.0f}{share}"))
+    return lines

@@ -1,0 +1,479 @@
+"""Member groups: one actor pre-trains G members of one shape as one stacked model.
+
+On a GPU one BERT-1 member is launch-bound: it fills a few percent of the device. Stacking G members'
+weights on a leading member axis makes every linear layer of all G one batched matmul (`torch.baddbmm`)
+and their attention one `scaled_dot_product_attention` call on a [G*batch, heads, seq, dim] view.
+
+What stays each member's own:
+- weights and AdamW state: slice [g] of the stacked tensors. AdamW is elementwise, so one fused AdamW
+  over the stacked tensors is G AdamWs (with the solo loop's groups: no decay on biases and LayerNorm);
+- the gradient-norm clip: each member's norm over its own slices, as `clip_grad_norm_` clips it alone;
+- the loss: the sum of the members' mean losses, so each member's gradient is the one it gets alone;
+- data order, masks and dropout: from its own named seed streams (workers.seeds), drawn as the solo
+  loop draws them: `batch_at`, `mask_tokens`, and dropout masks of the same shapes, in the same order,
+  by the same operation (`bernoulli_`) from a generator seeded like the solo loop's `pretrain/dropout`
+  stream. On a CPU a member's loss curve in a group therefore equals its curve alone (to float rounding;
+  tests/test_groups.py). While dropout is on, attention runs as explicit matmuls so that each member's
+  attention-dropout mask can be applied; with dropout 0 it runs through `scaled_dot_product_attention`.
+
+Checkpoints are per member and in the solo format (workers.checkpoint: a `BertForMaskedLM`'s weights and a
+solo AdamW's state dict), so a member's checkpoint from a group resumes alone and the other way round.
+Members resuming from different steps train in segments: those furthest behind train (as a smaller
+stack) until they reach the next ones, which then join the stack.
+Fine-tuning stays per member: after the group's pre-training each member fine-tunes as it would alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+import math
+import time
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from workers import checkpoint
+from workers.masking import IGNORE_INDEX, mask_tokens
+from workers.precision import choice_stats, resolve_here
+from workers.pretrain import RESUME_KEYS, PretrainSettings, SpecialIds, autocast, batch_at
+from workers.schedule import warmup_linear
+from workers.seeds import torch_generator
+
+log = logging.getLogger(__name__)
+
+MAX_GRAD_NORM = 1.0  # the solo loop's clip
+
+
+# ----------------------------------------------------------------------------------------------
+# the stacked model
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Every member's linear layer in one batched matmul: x [G, n, in], weight [G, out, in], bias [G, out]."""
+    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))  # [G, n, out]
+
+
+def _layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+    """Each member's LayerNorm over the last axis: x [G, ..., H], weight and bias [G, H]."""
+    shape = (weight.shape[0],) + (1,) * (x.dim() - 2) + (weight.shape[1],)
+    return F.layer_norm(x, x.shape[-1:], eps=eps) * weight.view(shape) + bias.view(shape)
+
+
+class DropoutStreams:
+    """Each member's dropout masks from its own generator, drawn as `F.dropout` draws them alone.
+
+    `F.dropout(x, p)` on a member's activation draws `bernoulli_(1 - p)` on a tensor of x's shape from
+    torch's generator; the solo loop seeds that generator per step from the member's `pretrain/dropout`
+    stream. Here member g's generator is seeded the same way and draws the same shapes in the same order.
+    """
+
+    def __init__(self, generators: list[torch.Generator] | None):
+        self.generators = generators  # None: no dropout (evaluation)
+
+    def apply(self, x: torch.Tensor, p: float) -> torch.Tensor:
+        """Dropout on x [G, *one member's activation shape]."""
+        if self.generators is None or p == 0.0:
+            return x
+        shape = x.shape[1:]
+        noise = torch.stack([torch.empty(shape, device=x.device).bernoulli_(1 - p, generator=g)
+                             for g in self.generators]).div_(1 - p)  # [G, *shape]
+        return x * noise.to(x.dtype)
+
+
+class StackedMLM(torch.nn.Module):
+    """G `BertForMaskedLM` members of one shape as one model: every weight is [G, *the member's shape].
+
+    `names` lists the members' parameters in `named_parameters` order (tied weights once, as the solo
+    optimizer sees them: the decoder is the word embedding); `weights` are the stacked tensors in that order.
+    """
+
+    def __init__(self, members: list, device: torch.device | str = "cpu"):
+        super().__init__()
+        config = members[0].config
+        if config.hidden_act != "gelu" or config.is_decoder or config.add_cross_attention:
+            raise ValueError("a member group stacks BERT encoders with GELU activations only")
+        per_member = [dict(m.named_parameters()) for m in members]
+        self.names = list(per_member[0])
+        for name in self.names:
+            shapes = {tuple(params[name].shape) for params in per_member}
+            if len(shapes) != 1:
+                raise ValueError(f"members of a group must have one shape; {name} has shapes {sorted(shapes)}")
+        self.weights = torch.nn.ParameterList(
+            torch.nn.Parameter(torch.stack([params[name].detach() for params in per_member]).to(device))
+            for name in self.names)
+        self._index = {name: i for i, name in enumerate(self.names)}
+        self.size = len(members)
+        self.vocab_size = config.vocab_size
+        self.hidden_size = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.num_layers = config.num_hidden_layers
+        self.eps = config.layer_norm_eps
+        self.hidden_dropout = config.hidden_dropout_prob
+        self.attention_dropout = config.attention_probs_dropout_prob
+        self.pad_id = members[0].bert.embeddings.word_embeddings.padding_idx
+
+    @property
+    def device(self) -> torch.device:
+        return self.weights[0].device
+
+    def w(self, name: str) -> torch.Tensor:
+        return self.weights[self._index[name]]
+
+    def _ln(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
+        return _layer_norm(x, self.w(prefix + ".weight"), self.w(prefix + ".bias"), self.eps)
+
+    def _dense(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
+        return _linear(x, self.w(prefix + ".weight"), self.w(prefix + ".bias"))
+
+    def embed(self, ids: torch.Tensor, drop: DropoutStreams) -> torch.Tensor:
+        """ids [G, b, s] -> [G, b, s, H]: word + token type 0 + position, LayerNorm, dropout (as BertEmbeddings)."""
+        g, _, s = ids.shape
+        word = self.w("bert.embeddings.word_embeddings.weight")  # [G, V, H]
+        offsets = torch.arange(g, device=ids.device).view(g, 1, 1) * self.vocab_size
+        x = F.embedding(ids + offsets, word.reshape(g * self.vocab_size, self.hidden_size))
+        if self.pad_id is not None:  # as nn.Embedding's padding_idx: no gradient reaches the pad row from a lookup
+            x = torch.where((ids == self.pad_id).unsqueeze(-1), x.detach(), x)
+        token_type = self.w("bert.embeddings.token_type_embeddings.weight")[:, 0]  # [G, H]
+        x = x + token_type.view(g, 1, 1, -1)
+        x = x + self.w("bert.embeddings.position_embeddings.weight")[:, :s].unsqueeze(1)
+        return drop.apply(self._ln(x, "bert.embeddings.LayerNorm"), self.hidden_dropout)
+
+    def attention(self, x: torch.Tensor, prefix: str, batch: int, key_padding: torch.Tensor | None,
+                  drop: DropoutStreams) -> torch.Tensor:
+        """Self-attention of x [G, b*s, H] on a [G*b, heads, s, head_dim] view; key_padding [G, b, s] (True: real)."""
+        g, n, h = x.shape
+        seq, heads = n // batch, self.num_heads
+        head_dim = h // heads
+
+        def heads_view(t: torch.Tensor) -> torch.Tensor:
+            return t.view(g * batch, seq, heads, head_dim).transpose(1, 2)  # [G*b, heads, s, d]
+
+        q, k, v = (heads_view(self._dense(x, f"{prefix}.self.{part}")) for part in ("query", "key", "value"))
+        scale = head_dim ** -0.5
+        keep = None if key_padding is None else key_padding.reshape(g * batch, 1, 1, seq)
+        if drop.generators is not None and self.attention_dropout > 0:
+            scores = torch.matmul(q, k.transpose(-1, -2)) * scale  # [G*b, heads, s, s]
+            if keep is not None:
+                scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
+            probs = drop.apply(scores.softmax(-1).view(g, batch, heads, seq, seq), self.attention_dropout)
+            out = torch.matmul(probs.view(g * batch, heads, seq, seq), v)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, scale=scale)
+        return out.transpose(1, 2).reshape(g, n, h)
+
+    def encode(self, ids: torch.Tensor, key_padding: torch.Tensor | None, drop: DropoutStreams) -> torch.Tensor:
+        """The encoder's last hidden states [G, b*s, H] for ids [G, b, s] (as BertModel, without a pooler)."""
+        g, batch, seq = ids.shape
+        x = self.embed(ids, drop).reshape(g, batch * seq, self.hidden_size)
+        for i in range(self.num_layers):
+            layer = f"bert.encoder.layer.{i}"
+            a = self.attention(x, f"{layer}.attention", batch, key_padding, drop)
+            a = drop.apply(self._dense(a, f"{layer}.attention.output.dense"), self.hidden_dropout)
+            x = self._ln(a + x, f"{layer}.attention.output.LayerNorm")
+            f = F.gelu(self._dense(x, f"{layer}.intermediate.dense"))
+            f = drop.apply(self._dense(f, f"{layer}.output.dense"), self.hidden_dropout)
+            x = self._ln(f + x, f"{layer}.output.LayerNorm")
+        return x
+
+    def masked_lm_losses(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Each member's mean cross-entropy over its masked positions, decoding only those: hidden [G, n, H],
+        labels [G, n] (-100 where unmasked) -> [G]. Members' masked counts differ: each member's positions
+        are gathered first, in order, and padded to the largest count (padding is ignored)."""
+        g = hidden.shape[0]
+        chosen = labels != IGNORE_INDEX  # [G, n]
+        counts = chosen.sum(1)  # [G]
+        width = max(1, int(counts.max()))
+        order = torch.argsort((~chosen).to(torch.int8), dim=1, stable=True)[:, :width]  # [G, width]
+        rows = hidden.gather(1, order.unsqueeze(-1).expand(-1, -1, self.hidden_size))  # [G, width, H]
+        targets = labels.gather(1, order)  # [G, width]: -100 beyond a member's count
+        t = F.gelu(self._dense(rows, "cls.predictions.transform.dense"))
+        t = self._ln(t, "cls.predictions.transform.LayerNorm")
+        word = self.w("bert.embeddings.word_embeddings.weight")  # the decoder is tied to the word embedding
+        logits = torch.baddbmm(self.w("cls.predictions.bias").unsqueeze(1), t, word.transpose(1, 2))  # [G, width, V]
+        per_token = F.cross_entropy(logits.float().reshape(-1, self.vocab_size), targets.reshape(-1),
+                                    ignore_index=IGNORE_INDEX, reduction="none").view(g, width)
+        return per_token.sum(1) / counts.clamp(min=1)
+
+    def losses(self, inputs: torch.Tensor, labels: torch.Tensor, key_padding: torch.Tensor | None,
+               drop: DropoutStreams) -> torch.Tensor:
+        """Each member's masked-LM loss [G] on its own batch: inputs/labels [G, b, s]."""
+        hidden = self.encode(inputs, key_padding, drop)
+        return self.masked_lm_losses(hidden, labels.reshape(labels.shape[0], -1))
+
+    @torch.no_grad()
+    def write_back(self, members: list) -> None:
+        """Copy each member's slice into its `BertForMaskedLM` (tied weights follow the word embedding)."""
+        for g, member in enumerate(members):
+            params = dict(member.named_parameters())
+            for name, weight in zip(self.names, self.weights):
+                params[name].copy_(weight[g])
+
+
+# ----------------------------------------------------------------------------------------------
+# optimizer, clip, one step
+
+
+def group_optimizer(model: StackedMLM, settings: PretrainSettings):
+    """`workers.schedule.make_optimizer` for a stack: one fused AdamW with the solo loop's parameter groups
+    (decay on a member's weights of 2+ axes, none on biases and LayerNorm), in the solo order, so parameter
+    i of its state dict is parameter i of a member's solo optimizer; the same warm-up/linear-decay schedule."""
+    decay = [w for w in model.weights if w.dim() - 1 >= 2]
+    no_decay = [w for w in model.weights if w.dim() - 1 < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=settings.lr, fused=True)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear(settings.warmup_steps, settings.max_steps))
+    return optimizer, scheduler
+
+
+@torch.no_grad()
+def clip_member_grad_norms_(weights, max_norm: float = MAX_GRAD_NORM) -> torch.Tensor:
+    """Clip each member's gradient to `max_norm` over its own slices, as `clip_grad_norm_` clips it alone;
+    returns the members' norms [G] before clipping."""
+    grads = [w.grad for w in weights if w.grad is not None]
+    norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads])  # [tensors, G]
+    total = torch.linalg.vector_norm(norms, dim=0)  # [G]
+    coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(coef.view(-1, *([1] * (g.dim() - 1))).to(g.dtype))
+    return total
+
+
+def group_train_step(model: StackedMLM, optimizer, scheduler, batches: torch.Tensor, special: SpecialIds,
+                     settings: list[PretrainSettings], step: int, precision: str) -> tuple[list[float], list[int]]:
+    """One optimizer step of every member on its own batch: batches [G, b, s] (CPU). Member g's masks and
+    dropout come from its streams at `step`, as in `workers.pretrain.train_step`.
+    Returns (each member's loss, each member's real tokens)."""
+    masked = [mask_tokens(batches[g], special.never_masked(), special.mask, special.vocab_size, s.mask_prob,
+                          torch_generator(s.seed, "pretrain/mask", step)) for g, s in enumerate(settings)]
+    inputs = torch.stack([m[0] for m in masked])  # [G, b, s]
+    labels = torch.stack([m[1] for m in masked])  # [G, b, s]
+    is_real = batches != special.pad
+    real_tokens = is_real.flatten(1).sum(1).tolist()
+    key_padding = None if bool(is_real.all()) else is_real
+    device = model.device
+    if device.type != "cpu":
+        inputs, labels = inputs.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        key_padding = None if key_padding is None else key_padding.to(device)
+    drop = DropoutStreams([torch_generator(s.seed, "pretrain/dropout", step, device=device) for s in settings])
+    with autocast(precision, device):
+        losses = model.losses(inputs, labels, key_padding, drop)
+    optimizer.zero_grad(set_to_none=True)
+    losses.sum().backward()
+    clip_member_grad_norms_(model.weights)
+    optimizer.step()
+    scheduler.step()
+    return losses.detach().tolist(), real_tokens
+
+
+# ----------------------------------------------------------------------------------------------
+# per-member state in the solo format
+
+
+def member_optimizer_state(group_state: dict, member: int) -> dict:
+    """Member `member`'s solo AdamW state dict (CPU tensors) from the stack's optimizer state dict."""
+    state = {index: {key: (value if key == "step" else value[member]).to("cpu", copy=True)
+                     for key, value in entries.items()}
+             for index, entries in group_state["state"].items()}
+    return {"state": state, "param_groups": copy.deepcopy(group_state["param_groups"])}
+
+
+def stack_optimizer_states(states: list[dict]) -> dict:
+    """The stack's optimizer state dict from its members' solo state dicts (all at the same step)."""
+    first = states[0]
+    stacked = {}
+    for index, entries in first["state"].items():
+        stacked[index] = {}
+        for key, value in entries.items():
+            if key == "step":
+                steps = {float(s["state"][index][key]) for s in states}
+                if len(steps) != 1:
+                    raise ValueError(f"members stacked together must be at one optimizer step (got {sorted(steps)})")
+                stacked[index][key] = value
+            else:
+                stacked[index][key] = torch.stack([s["state"][index][key] for s in states])
+    return {"state": stacked, "param_groups": copy.deepcopy(first["param_groups"])}
+
+
+@dataclass
+class GroupMember:
+    """One member's side of a group: its model (on the CPU) and counters, as its solo loop would keep them."""
+
+    name: str
+    settings: PretrainSettings
+    model: torch.nn.Module  # BertForMaskedLM on the CPU; holds the weights between segments and at the end
+    checkpoint_dir: object | None = None
+    step: int = 0
+    tokens: int = 0
+    train_s: float = 0.0
+    loss: float = math.nan
+    optimizer_state: dict | None = None
+    scheduler_state: dict | None = None
+
+    def resume(self) -> None:
+        """Load the newest checkpoint (from a group or from the solo loop), if there is one."""
+        ckpt = checkpoint.latest(self.checkpoint_dir, RESUME_KEYS) if self.checkpoint_dir else None
+        if ckpt is None:
+            return
+        state = checkpoint.load_state(ckpt, RESUME_KEYS)  # safetensors + JSON only, never a pickle
+        self.model.load_state_dict(checkpoint.load_weights(ckpt, "cpu"), strict=False)
+        self.model.tie_weights()
+        self.optimizer_state, self.scheduler_state = state["optimizer"], state["scheduler"]
+        self.step, self.tokens, self.train_s, self.loss = state["step"], state["tokens"], state["train_s"], state["loss"]
+        log.info("%s resumed pre-training from %s (step %d)", self.name, ckpt, self.step)
+
+    def save_checkpoint(self) -> None:
+        checkpoint.save(self.checkpoint_dir, self.step, self.model, {
+            "optimizer": self.optimizer_state, "scheduler": self.scheduler_state,
+            "step": self.step, "tokens": self.tokens, "train_s": self.train_s, "loss": self.loss,
+        })
+
+
+def check_groupable(settings: list[PretrainSettings]) -> None:
+    """Members of a group step together: every pre-training setting but the seed must be the same."""
+    base = replace(settings[0], seed=0)
+    for s in settings[1:]:
+        if replace(s, seed=0) != base:
+            raise ValueError(f"members of a group must share every pre-training setting but the seed: "
+                             f"{base} against {replace(s, seed=0)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# the group loop
+
+
+def _record(member: GroupMember, window_tokens: int, window_s: float, lr: float, group_size: int) -> dict:
+    return {"phase": "pretrain", "step": member.step, "max_steps": member.settings.max_steps, "loss": member.loss,
+            "lr": lr, "tokens_per_s": window_tokens / max(window_s, 1e-9), "group_size": group_size}
+
+
+def _sync_members(active: list[GroupMember], model: StackedMLM, optimizer, scheduler) -> None:
+    """Write the stack's weights and optimizer state back into each member (the solo format)."""
+    model.write_back([m.model for m in active])
+    group_state = optimizer.state_dict()
+    for g, member in enumerate(active):
+        member.optimizer_state = member_optimizer_state(group_state, g)
+        member.scheduler_state = scheduler.state_dict()
+
+
+def train_segment(active: list[GroupMember], stop: int, blocks: np.ndarray, special: SpecialIds, precision: str,
+                  device, on_log: Callable[[str, dict], None] | None = None) -> None:
+    """Train `active` (all at one step) as one stack up to step `stop`, checkpointing each member as its
+    solo loop would; the members hold the weights and optimizer state afterwards."""
+    settings = active[0].settings
+    model = StackedMLM([m.model for m in active], device=device).train()
+    optimizer, scheduler = group_optimizer(model, settings)
+    if active[0].optimizer_state is not None:
+        optimizer.load_state_dict(stack_optimizer_states([m.optimizer_state for m in active]))
+        scheduler.load_state_dict(active[0].scheduler_state)
+    window_tokens, window_t0 = [0] * len(active), time.perf_counter()
+    for step in range(active[0].step, stop):
+        t0 = time.perf_counter()
+        rows = np.stack([batch_at(blocks, step, m.settings.batch_size, m.settings.seed) for m in active])
+        losses, real = group_train_step(model, optimizer, scheduler, torch.from_numpy(rows).long(), special,
+                                        [m.settings for m in active], step, precision)
+        spent = time.perf_counter() - t0
+        for g, member in enumerate(active):
+            member.step, member.loss = step + 1, losses[g]
+            member.tokens += real[g]
+            member.train_s += spent  # each member spent the group's time
+            window_tokens[g] += real[g]
+        done = step + 1
+        if on_log and (done % settings.log_every == 0 or done == settings.max_steps):
+            now = time.perf_counter()
+            lr = scheduler.get_last_lr()[0]
+            for g, member in enumerate(active):
+                on_log(member.name, _record(member, window_tokens[g], now - window_t0, lr, len(active)))
+            window_tokens, window_t0 = [0] * len(active), now
+        if done % settings.checkpoint_every == 0 or done == settings.max_steps:
+            _sync_members(active, model, optimizer, scheduler)
+            for member in active:
+                if member.checkpoint_dir:
+                    member.save_checkpoint()
+    _sync_members(active, model, optimizer, scheduler)
+
+
+def pretrain_group(members: list[GroupMember], blocks: np.ndarray, special: SpecialIds, device=None,
+                   on_log: Callable[[str, dict], None] | None = None) -> list[dict]:
+    """Pre-train `members` (BertForMaskedLM models of one shape on the CPU, one pre-training setting but the
+    seed) as stacks on `device`; each resumes from its newest checkpoint (solo or group). Returns each member's
+    stats as `workers.pretrain.pretrain` returns them, plus "group_size"; the models hold the trained weights."""
+    device = torch.device(device or "cpu")
+    check_groupable([m.settings for m in members])
+    choice = resolve_here(members[0].settings.precision, device)  # resolved where the group runs
+    for member in members:
+        member.settings = replace(member.settings, precision=choice.precision)
+        member.resume()
+    max_steps = members[0].settings.max_steps
+    while True:
+        behind = [m for m in members if m.step < max_steps]
+        if not behind:
+            break
+        start = min(m.step for m in behind)
+        active = [m for m in behind if m.step == start]
+        stop = min((m.step for m in behind if m.step > start), default=max_steps)
+        train_segment(active, stop, blocks, special, choice.precision, device, on_log)
+    return [{"steps": max_steps, "tokens": m.tokens, "train_s": m.train_s,
+             "tokens_per_s": m.tokens / m.train_s if m.train_s else 0.0, "final_loss": m.loss,
+             "group_size": len(members), **choice_stats(choice)} for m in members]
+
+
+# ----------------------------------------------------------------------------------------------
+# members of a run: pre-train as a group, then each member as it would run alone
+
+
+def pretrain_members(specs: list, arrays, on_log: Callable[[str, dict], None] | None = None) -> None:
+    """Pre-train the pre-training members of `specs` (MemberSpecs) as one group and save each member's
+    masked LM and stats where `workers.member.run_member` looks for them (members already finished are
+    skipped): each then fine-tunes as it would alone."""
+    from workers.member import (finished_pretraining, initial_mlm, member_device, pretrain_checkpoints,
+                                save_pretrained_mlm)
+
+    todo = [s for s in specs if s.pretrains and finished_pretraining(s) is None]
+    if not todo:
+        return
+    members = [GroupMember(s.name, s.pretrain, initial_mlm(s, arrays), pretrain_checkpoints(s)) for s in todo]
+    stats = pretrain_group(members, arrays.blocks, arrays.special, device=member_device(), on_log=on_log)
+    for spec, member, member_stats in zip(todo, members, stats):
+        save_pretrained_mlm(spec, member.model, member_stats)
+
+
+def run_group(specs: list, arrays, on_log: Callable[[str, dict], None] | None = None) -> dict:
+    """Run a group of members start to finish: {name: MemberResult}. Members that already finished (a
+    restarted actor) are loaded; two or more that pre-train do so as one stack; then each member runs
+    `run_member` (its pre-training found finished), so fine-tuning and results are exactly per member.
+    A group of one is the solo loop."""
+    from workers.member import load_result, run_member
+
+    results = {}
+    for spec in specs:
+        done = load_result(spec.out_dir)
+        if done is not None:
+            results[spec.name] = done
+    todo = [s for s in specs if s.name not in results]
+    if sum(s.pretrains for s in todo) > 1:
+        pretrain_members(todo, arrays, on_log)
+    for spec in todo:
+        member_log = None if on_log is None else functools.partial(on_log, spec.name)
+        results[spec.name] = run_member(spec, arrays, on_log=member_log)
+    return results
+
+
+def member_training_bytes(model, pretrain: PretrainSettings, vocab_size: int) -> int:
+    """A rough upper estimate of one member's GPU memory while it pre-trains in a group (fp32 weights,
+    gradients and two AdamW moments; fp32 activations of its batch; logits at its masked positions).
+    `model` is a `ModelSettings`. At hidden 768, vocab 30,522, batch 32 x 128 it gives about 1.2 GB
+    (64 members were measured at 58 GiB together on an H200)."""
+    h, layers = model.hidden_size, model.num_layers
+    ffn = model.intermediate_size or 4 * h
+    params = (vocab_size + model.max_position + 2) * h + vocab_size + 4 * h  # embeddings, MLM bias, LayerNorms
+    params += layers * (4 * h * h + 2 * h * ffn + 9 * h + ffn) + h * h + 3 * h  # encoder layers, MLM transform
+    tokens = pretrain.batch_size * model.max_position
+    heads = model.num_heads
+    activations = tokens * layers * (16 * h + 3 * ffn + 3 * heads * model.max_position)
+    logits = int(pretrain.mask_prob * tokens) * vocab_size * 3
+    return 4 * (4 * params + activations + logits)
