@@ -106,14 +106,133 @@ def run(
 
 @app.command()
 @user_errors
+def distill(
+    config: str = typer.Argument(..., help="distill YAML: an experiment plus a distill: section "
+                                           "(see configs/distill_*.yaml)"),
+    overrides: Optional[List[str]] = OVERRIDES,
+    from_run: Optional[Path] = typer.Option(None, "--from-run", help="a finished `committee run` directory: use its "
+                                            "members, tokenizer and task split (no member is trained)"),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="default: runs/<name>"),
+    address: Optional[str] = typer.Option(None, "--address", help="an existing Ray cluster (as for `committee run`); "
+                                          "absent: Ray starts in-process"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing run directory"),
+):
+    """Distil the training set with the committee (CV-DD) and train fresh students on the distilled sets."""
+    from orchestrator.config import load_distill_config
+    from orchestrator.distill import distill_experiment
+
+    cfg = load_distill_config(config, list(overrides or []))
+    target = run_dir if run_dir is not None else Path("runs") / cfg.name
+    command = "committee distill " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    distill_experiment(cfg, target, from_run=from_run, address=address, overwrite=overwrite, command=command,
+                       echo=typer.echo)
+
+
+@app.command()
+@user_errors
 def validate(config: Path = typer.Argument(..., help="experiment YAML"), overrides: Optional[List[str]] = OVERRIDES):
-    """Check a config (keys, types, ranges) and that its data is present."""
+    """Check a config (keys, types, ranges) and that its data is present (a sweep file: every point too)."""
+    if _is_sweep_file(config):
+        return _validate_sweep(config, overrides or [])
     from orchestrator.config import load_config
     from orchestrator.prepare import check_data
 
     cfg = load_config(config, overrides or [])
     root = check_data(cfg)
-    typer.echo(f"{config}: valid ({cfg.committee.members} members, task {cfg.task.name}, data root {root})")
+    where = f"data root {root}" if root is not None else "your own task and corpus"
+    typer.echo(f"{config}: valid ({cfg.committee.members} members, task {cfg.task.name}, {where})")
+
+
+def _is_sweep_file(config: Path) -> bool:
+    from orchestrator.config import load_raw
+
+    return "sweep" in load_raw(config)
+
+
+def _validate_sweep(config: Path, overrides: list[str]) -> None:
+    from orchestrator.config import load_sweep_config
+    from orchestrator.sweep import check_sweep
+    from orchestrator.sweep_space import with_reference_tokenizer
+
+    cfg = with_reference_tokenizer(load_sweep_config(config, overrides))
+    data_points = check_sweep(cfg)
+    typer.echo(f"{config}: valid sweep ({cfg.sweep.search} search over {len(cfg.sweep.space)} key(s), "
+               f"{cfg.sweep.seeds} seed(s) per point, {len(data_points)} data configuration(s), task "
+               f"{cfg.experiment.task.name})")
+
+
+@app.command()
+@user_errors
+def sweep(
+    config: Path = typer.Argument(..., help="sweep YAML: an experiment plus a sweep: section (see configs/sweep_*.yaml)"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="dotted overrides, e.g. sweep.seeds=2 "
+                                                    "finetune.epochs=4 sweep.space.pretrain.articles.grid=[50,200]"),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="default: runs/<name>"),
+    address: Optional[str] = typer.Option(None, "--address", help="an existing Ray cluster (auto, ray://HOST:10001 "
+                                          "or HOST:6379); absent: Ray starts in-process"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing sweep directory"),
+    resume: bool = typer.Option(False, "--resume", help="continue the interrupted sweep in --run-dir (default "
+                                "runs/<name>): finished trials are kept, the others run"),
+):
+    """Sweep config points on Ray Tune: each trial pre-trains one member and fine-tunes it beside its scratch
+    twin; per point: mean gap with a 95% interval over seeds, the committees' vote, overlap and size."""
+    from orchestrator.config import load_sweep_config
+    from orchestrator.sweep import run_sweep
+
+    if resume and overwrite:
+        raise CommitteeError("--resume keeps the sweep directory; it cannot be combined with --overwrite")
+    cfg = load_sweep_config(config, list(overrides or []))
+    target = run_dir if run_dir is not None else Path("runs") / cfg.experiment.name
+    command = "committee sweep " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    run_sweep(cfg, target, address=address, overwrite=overwrite, resume=resume, command=command, echo=typer.echo)
+
+
+@app.command()
+@user_errors
+def predict(
+    run_dir: Path = typer.Argument(..., help="a finished run directory (it holds report.json)"),
+    input_path: Path = typer.Argument(..., metavar="INPUT", help="a .txt file (one example per line) or a data "
+                                      "file the run's task section reads (csv, json, jsonl, parquet)"),
+    rule: str = typer.Option("soft", "--rule", help="soft, logit, hard or weighted (the run's own weights)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write the JSON lines here instead of stdout"),
+):
+    """Label texts with a finished run's committee: one JSON line per example with its label, label name,
+    soft-label vector and member agreement; with labels in INPUT, the committee's accuracy too."""
+    import json
+
+    from workers.data import label_ids_for, predict_inputs
+    from workers.voting import RULES
+
+    if rule not in RULES:
+        raise CommitteeError(f"--rule {rule!r} is not a voting rule; choose from {', '.join(RULES)}")
+    if not (run_dir / "report.json").is_file():
+        raise CommitteeError(f"{run_dir} is not a finished run (it holds no report.json); give the directory of a "
+                             f"`committee run` that finished, e.g. runs/<name>")
+    texts, raw_labels = predict_inputs(input_path, committee_task(run_dir))  # checked before loading weights
+    from workers.committee import Committee
+
+    committee = Committee.from_run(run_dir)
+    predictions = committee.predict(texts, rule=rule)
+    lines = "".join(json.dumps(record) + "\n" for record in predictions.records())
+    if out is None:
+        typer.echo(lines, nl=False)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(lines)
+        typer.echo(f"wrote {len(texts)} predictions to {out}", err=True)
+    if raw_labels is not None:
+        truth = label_ids_for(raw_labels, committee.label_names(predictions.soft_labels.shape[1]), str(input_path))
+        typer.echo(f"committee accuracy ({rule} vote) on {len(truth)} labelled examples of {input_path}: "
+                   f"{float((predictions.labels == truth).mean()):.4f}", err=True)
+
+
+def committee_task(run_dir: Path):
+    """The task section of a run's config.yaml (what a predict INPUT is read as)."""
+    from orchestrator.config import load_raw, validate_dict
+
+    raw = load_raw(run_dir / "config.yaml")
+    raw.pop("distill", None)
+    return validate_dict(raw, source=str(run_dir / "config.yaml")).task
 
 
 @app.command("show-config")

@@ -1,5 +1,9 @@
 """`committee run`: prepare -> launch/monitor -> score -> report, composed from the shared stages.
 
+The stages are functions other commands compose too (`committee distill` trains its committee with
+them): `open_run` (checks, prepare, connect, claim), `train_members` (launch and follow members),
+`write_run_report` (score and report).
+
 Every check that can fail (run directory, config, resume compatibility, checkpoints, the whole data,
 the tokenizer, resources in-process) runs before anything is created or deleted; a run that fails
 before its members start leaves the disk as it found it (`rundir.RunClaim.rollback`).
@@ -13,6 +17,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +26,10 @@ from orchestrator import cluster, report, rundir
 from orchestrator.config import ExperimentConfig, load_raw, to_yaml, validate_dict
 from orchestrator.monitor import MemberRun
 from orchestrator.plan import member_specs
-from orchestrator.prepare import prepare
+from orchestrator.prepare import Prepared, prepare
 from workers import checkpoint
 from workers.errors import CommitteeError
+from workers.events import RunEvents
 from workers.member import MemberResult, MemberSpec, Role
 
 log = logging.getLogger(__name__)
@@ -86,28 +92,57 @@ def score(ray, specs: list[MemberSpec], results: dict[str, MemberResult], arrays
     return votes
 
 
-def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, address: str | None = None,
-                   overwrite: bool = False, command: str = "", echo=print, resume: bool = False) -> dict:
-    """Run the whole experiment into `run_dir`; returns the report dict (also written as report.json).
+@dataclass
+class OpenRun:
+    """A run directory that passed every check and is claimed: what the stages after `open_run` share."""
 
-    resume=True continues the run in `run_dir` (same config but RESUMABLE_KEYS), skipping finished members.
+    layout: rundir.RunLayout
+    prepared: Prepared
+    ray: object  # the connected `ray` module
+    claim: rundir.RunClaim
+    address: str | None
+    t_start: float
+    events: RunEvents | None = None  # TensorBoard event files (made from progress records and the report)
+
+    def __post_init__(self):
+        if self.events is None:
+            self.events = RunEvents(self.layout.run_dir)
+
+
+def open_run(cfg: ExperimentConfig, run_dir: str | Path, address: str | None = None, overwrite: bool = False,
+             resume: bool = False, specs: list[MemberSpec] | None = None, tokenizer_path: Path | None = None,
+             echo=print) -> OpenRun:
+    """Stages 1-2 of a run: every check, prepare and connect (nothing created or deleted), then claim.
+
+    `specs`: the members whose checkpoints a resumed run checks (default: `member_specs(cfg, layout)`);
+    `tokenizer_path`: a saved tokenizer to use instead of the config's (default: a resumed run's own).
+    The caller releases `OpenRun.claim` at the end (and rolls it back if it fails before members start).
     """
     t_start = time.perf_counter()
     layout = rundir.RunLayout.of(cfg, run_dir)
-    specs = member_specs(cfg, layout)
-    # 1. checks: nothing is created or deleted until they all pass
+    specs = member_specs(cfg, layout) if specs is None else specs
     data_root = data_root_or_none(cfg)
     rundir.check_target(layout.run_dir, data_root, overwrite=overwrite, resume=resume)
     if resume:
         check_resume(cfg, layout.run_dir)
         check_member_checkpoints(layout, specs)
-    reuse = layout.tokenizer if resume and layout.tokenizer.is_dir() else None
-    prepared = prepare(cfg, tokenizer_path=reuse, echo=echo)
+    if tokenizer_path is None and resume and layout.tokenizer.is_dir():
+        tokenizer_path = layout.tokenizer
+    prepared = prepare(cfg, tokenizer_path=tokenizer_path, echo=echo)
     ray = cluster.connect(address)
     if address is None:
         cluster.check_fits_here(cfg.resources.num_cpus_per_member, cfg.resources.gpus_per_member)
-    # 2. claim the run directory (created or set aside, locked), then write what the run is
     claim = rundir.claim(layout, overwrite=overwrite, resume=resume)
+    return OpenRun(layout, prepared, ray, claim, address, t_start)
+
+
+def train_members(run: OpenRun, cfg: ExperimentConfig, specs: list[MemberSpec], echo=print,
+                  resume: bool = False) -> dict[str, MemberResult]:
+    """Stage 3: write what the run is (config, tokenizer), then launch and follow `specs` until all finish.
+
+    The claim is committed once members run; a failure before that rolls it back (the disk is left as found).
+    """
+    layout, prepared = run.layout, run.prepared
     try:
         echo(("resuming the run in " if resume else "run directory: ") + str(layout.run_dir))
         layout.config.write_text(to_yaml(cfg))
@@ -120,29 +155,47 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, address: str | No
              f"{c['test_examples']} test")
         if not checkpoint.is_uri(layout.members_root):
             cluster.check_shared_dir(Path(layout.members_root))
-        # 3. launch and follow the members; the claim is final once they run
-        members = MemberRun(ray, specs, ray.put(prepared.arrays), cfg.resources, layout.metrics, echo=echo,
-                            in_process=address is None, on_started=claim.commit)
-        results = members.run()
+        members = MemberRun(run.ray, specs, run.ray.put(prepared.arrays), cfg.resources, layout.metrics, echo=echo,
+                            in_process=run.address is None, on_started=run.claim.commit,
+                            on_record=run.events.record)
+        return members.run()
     except BaseException:
-        claim.rollback()  # a no-op for what was committed: only a run that never started is undone
+        run.claim.rollback()  # a no-op for what was committed: only a run that never started is undone
         raise
+
+
+def write_run_report(run: OpenRun, cfg: ExperimentConfig, specs: list[MemberSpec], results: dict[str, MemberResult],
+                     command: str = "", echo=print) -> dict:
+    """Stage 4: score (the voting actor) and report (report.json, report.md, the curve, the mirror copy)."""
+    members_done = time.perf_counter()
+    votes = score(run.ray, specs, results, run.prepared.arrays, cfg.committee.weight_temperature)
+    corpus = dict(run.prepared.corpus)
+    timing = {"wall_s": time.perf_counter() - run.t_start, "prepare_s": corpus.pop("prepare_s"),
+              "members_wall_s": members_done - run.t_start}
+    out = report.build(cfg, corpus, results, specs, votes, timing)
+    report.write(run.layout, out, command=command)
+    run.events.report(out)
+    run.events.close()
+    echo(f"report: {run.layout.report_md}")
+    dest = run.layout.mirror()
+    if dest is not None:
+        echo(f"report copied to {dest}")
+    return out
+
+
+def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, address: str | None = None,
+                   overwrite: bool = False, command: str = "", echo=print, resume: bool = False) -> dict:
+    """Run the whole experiment into `run_dir`; returns the report dict (also written as report.json).
+
+    resume=True continues the run in `run_dir` (same config but RESUMABLE_KEYS), skipping finished members.
+    """
+    specs = member_specs(cfg, rundir.RunLayout.of(cfg, run_dir))
+    run = open_run(cfg, run_dir, address, overwrite=overwrite, resume=resume, specs=specs, echo=echo)
     try:
-        members_done = time.perf_counter()
-        # 4. score and report
-        votes = score(ray, specs, results, prepared.arrays, cfg.committee.weight_temperature)
-        corpus = dict(prepared.corpus)
-        timing = {"wall_s": time.perf_counter() - t_start, "prepare_s": corpus.pop("prepare_s"),
-                  "members_wall_s": members_done - t_start}
-        out = report.build(cfg, corpus, results, specs, votes, timing)
-        report.write(layout, out, command=command)
-        echo(f"report: {layout.report_md}")
-        dest = layout.mirror()
-        if dest is not None:
-            echo(f"report copied to {dest}")
-        return out
+        results = train_members(run, cfg, specs, echo=echo, resume=resume)
+        return write_run_report(run, cfg, specs, results, command=command, echo=echo)
     finally:
-        claim.release()
+        run.claim.release()
 
 
 def data_root_or_none(cfg: ExperimentConfig) -> Path | None:

@@ -2,7 +2,9 @@
 
 `MemberRun` runs a list of `MemberSpec`s on one `ray.put` of the shared arrays: it skips members
 that already finished (their result.npz), places the rest in one placement group, launches one actor
-each, and follows them with `ray.wait`, writing every progress record to metrics.jsonl and a
+per member, or per group of `resources.members_per_actor` members (workers/groups.py: one stacked model;
+the actor asks for the sum of its members' resources; results, progress and checkpoints stay per
+member), and follows them with `ray.wait`, writing every progress record to metrics.jsonl and a
 progress line to the terminal. Surviving failures: a member whose process dies is restarted by Ray
 (`max_restarts`) and resumes from its last checkpoint; a member whose node dies is moved with its
 placement-group bundle, or, when no node has room for it, every unfinished member is placed again
@@ -16,7 +18,8 @@ import time
 from pathlib import Path
 
 from orchestrator import cluster
-from workers.errors import CommitteeError
+from orchestrator.plan import auto_members_per_actor, group_specs
+from workers.errors import CommitteeError, ResourceError
 from workers.member import MemberResult, MemberSpec, load_result
 
 PROGRESS_EVERY_S = 10.0
@@ -66,12 +69,14 @@ class MemberRun:
     """One launch of members: `run()` returns {name: MemberResult} for every spec, finished or not before."""
 
     def __init__(self, ray, specs: list[MemberSpec], arrays_ref, resources, metrics_path: Path, echo=print,
-                 in_process: bool = False, on_started=None):
+                 in_process: bool = False, on_started=None, on_record=None):
         self.ray, self.specs, self.arrays_ref, self.res = ray, specs, arrays_ref, resources
+        self.on_record = on_record  # called with every record written to metrics.jsonl (TensorBoard events)
         self.metrics_path, self.echo, self.in_process = Path(metrics_path), echo, in_process
         self.on_started = on_started  # called once the members are placed and launched
         self.results: dict[str, MemberResult] = {}
-        self.pending: dict = {}  # object ref -> (spec, actor)
+        self.pending: dict = {}  # object ref -> (group: the specs one actor runs, actor)
+        self.members_per_actor = 1  # resolved in run()
         self.placement: cluster.MemberPlacement | None = None
         self.board = None
         self.t0 = time.perf_counter()
@@ -80,20 +85,68 @@ class MemberRun:
         return f"[{time.perf_counter() - self.t0:6.0f}s]"
 
     def _place(self, count: int) -> cluster.MemberPlacement:
-        res = self.res
-        placed = cluster.place_members(count, res.num_cpus_per_member, res.gpus_per_member, res.placement,
-                                       res.placement_timeout_s, res.max_parallel_members, in_process=self.in_process)
-        self.echo(f"placement ({res.placement}): {placed.slots} member(s) at once on "
+        """Bundles for `count` actors, each the resources of `members_per_actor` members together."""
+        res, per_actor = self.res, self.members_per_actor
+        placed = cluster.place_members(count, res.num_cpus_per_member * per_actor, res.gpus_per_member * per_actor,
+                                       res.placement, res.placement_timeout_s, res.max_parallel_members,
+                                       in_process=self.in_process)
+        unit = "member(s)" if per_actor == 1 else f"actor(s) of up to {per_actor} members"
+        self.echo(f"placement ({res.placement}): {placed.slots} {unit} at once on "
                   f"{len(set(placed.bundle_nodes()))} node(s)")
         return placed
 
-    def _launch(self, spec: MemberSpec) -> None:
+    def _launch(self, group: list[MemberSpec]) -> None:
+        """One actor for `group`, asking for the sum of its members' resources (a last, smaller group asks less)."""
         from workers.actors import MemberActor
 
-        threads = max(1, int(self.res.num_cpus_per_member))
-        actor = MemberActor.options(**self.placement.actor_options(), max_restarts=MEMBER_RESTARTS,
+        res = self.res
+        options = {**self.placement.actor_options(), "num_cpus": res.num_cpus_per_member * len(group)}
+        if res.gpus_per_member > 0:
+            options["num_gpus"] = res.gpus_per_member * len(group)
+        threads = max(1, int(res.num_cpus_per_member * len(group)))
+        actor = MemberActor.options(**options, max_restarts=MEMBER_RESTARTS,
                                     max_task_retries=MEMBER_RESTARTS).remote(threads)
-        self.pending[actor.run.remote(spec, self.arrays_ref, self.board)] = (spec, actor)
+        self.pending[actor.run_group.remote(group, self.arrays_ref, self.board)] = (group, actor)
+
+    def _resolve_members_per_actor(self, todo: list[MemberSpec]) -> int:
+        """`resources.members_per_actor`, with `auto` resolved (orchestrator.plan.auto_members_per_actor): 1 on
+        CPU; on GPU from the model shape and the memory of a GPU, which a small task on one reads."""
+        res = self.res
+        setting = getattr(res, "members_per_actor", 1)
+        if setting != "auto":
+            return setting
+        if res.gpus_per_member <= 0:
+            return 1
+        from workers.actors import gpu_memory_bytes
+        from workers.groups import member_training_bytes
+
+        try:
+            memory = self.ray.get(gpu_memory_bytes.options(num_gpus=res.gpus_per_member).remote(),
+                                  timeout=res.placement_timeout_s)
+        except Exception as exc:  # no GPU free yet (an autoscaler adds it later): size by the GPU share alone
+            self.echo(f"members per actor: the GPU's memory could not be read ({type(exc).__name__}); "
+                      f"sizing groups by resources.gpus_per_member alone")
+            memory = None
+        vocab_size = self.ray.get(self.arrays_ref).special.vocab_size
+        member_bytes = max((member_training_bytes(s.model, s.pretrain, vocab_size) for s in todo if s.pretrains),
+                           default=1)
+        chosen = auto_members_per_actor(res.gpus_per_member, member_bytes, memory, len(todo))
+        memory_text = "unknown" if memory is None else f"{memory / 2**30:.0f} GiB"
+        self.echo(f"members per actor: auto -> {chosen} (GPU share {res.gpus_per_member:g} per member, GPU memory "
+                  f"{memory_text}, about {member_bytes / 2**30:.2f} GiB per member)")
+        return chosen
+
+    def _check_group_fits(self) -> None:
+        """In-process, one actor of `members_per_actor` members must fit this machine: fail at once, naming the key."""
+        res, per_actor = self.res, self.members_per_actor
+        if per_actor == 1 or not self.in_process:
+            return
+        bundle = cluster.member_bundle(res.num_cpus_per_member * per_actor, res.gpus_per_member * per_actor)
+        if not any(cluster.node_slots(node["Resources"], bundle) >= 1 for node in cluster.alive_nodes()):
+            raise ResourceError(
+                f"resources.members_per_actor={per_actor}: one actor asks for the resources of its members together "
+                f"({bundle['CPU']:g} CPU, {bundle.get('GPU', 0.0):g} GPU), but no node has that much; the cluster has "
+                f"{cluster.describe_cluster()}; lower resources.members_per_actor or resources.num_cpus_per_member")
 
     def run(self) -> dict[str, MemberResult]:
         from workers.actors import ProgressBoard
@@ -106,11 +159,14 @@ class MemberRun:
             if self.on_started:
                 self.on_started()
             return self.results
+        self.members_per_actor = self._resolve_members_per_actor(todo)
+        self._check_group_fits()
+        groups = group_specs(todo, self.members_per_actor)
         self.board = ProgressBoard.options(**cluster.on_this_node()).remote()
         try:
-            self.placement = self._place(len(todo))
-            for spec in todo:
-                self._launch(spec)
+            self.placement = self._place(len(groups))
+            for group in groups:
+                self._launch(group)
             if self.on_started:
                 self.on_started()
             with open(self.metrics_path, "a") as metrics:
@@ -125,6 +181,8 @@ class MemberRun:
 
     def _write(self, metrics, record: dict) -> None:
         metrics.write(json.dumps({"time_s": round(time.perf_counter() - self.t0, 3), **record}) + "\n")
+        if self.on_record is not None:
+            self.on_record(record)
 
     def _follow(self, metrics) -> None:
         """Until every member is done: drain progress, collect finished members, re-place after a lost node."""
@@ -144,23 +202,26 @@ class MemberRun:
                 self._place_again()
             if time.perf_counter() - last_print >= PROGRESS_EVERY_S and self.pending:
                 last_print = time.perf_counter()
-                self.echo(f"{self._elapsed()} " + progress_line(latest, [s for s, _ in self.pending.values()]))
+                self.echo(f"{self._elapsed()} " + progress_line(latest, [s for group, _ in self.pending.values() for s in group]))
 
     def _collect(self, ref, metrics) -> None:
-        spec, actor = self.pending.pop(ref)
+        group, actor = self.pending.pop(ref)
+        names = ", ".join(spec.name for spec in group)
         try:
-            result = self.ray.get(ref)
-        except Exception as exc:  # a member failed for good: say which one, keep what finished
+            results = self.ray.get(ref)
+        except Exception as exc:  # a member (or a group's actor) failed for good: say which, keep what finished
             cause = getattr(exc, "cause", None)
             if isinstance(cause, CommitteeError):  # a user-fixable fault inside the member (disk full, ...)
-                raise CommitteeError(f"{spec.name} failed: {cause}") from None
-            raise CommitteeError(f"{spec.name} failed: {exc}") from exc
+                raise CommitteeError(f"{names} failed: {cause}") from None
+            raise CommitteeError(f"{names} failed: {exc}") from exc
         self.ray.kill(actor)
-        self.results[spec.name] = result
-        self._write(metrics, {"member": spec.name, "phase": "done", "val_accuracy": result.val_accuracy,
-                              "test_accuracy": result.test_accuracy})
-        self.echo(f"{self._elapsed()} {spec.name} done: val {result.val_accuracy:.3f} "
-                  f"test {result.test_accuracy:.3f} ({len(self.results)}/{len(self.specs)})")
+        for spec in group:
+            result = results[spec.name]
+            self.results[spec.name] = result
+            self._write(metrics, {"member": spec.name, "phase": "done", "val_accuracy": result.val_accuracy,
+                                  "test_accuracy": result.test_accuracy})
+            self.echo(f"{self._elapsed()} {spec.name} done: val {result.val_accuracy:.3f} "
+                      f"test {result.test_accuracy:.3f} ({len(self.results)}/{len(self.specs)})")
 
     def _place_again(self) -> None:
         """A node was lost and its bundles found no room: place the unfinished members again on the nodes left.
@@ -168,17 +229,23 @@ class MemberRun:
         Every unfinished member's actor is stopped (members on healthy nodes too: the new placement group
         decides where each goes) and relaunched; each resumes from its last checkpoint on shared storage.
         """
-        unfinished = [spec for spec, _ in self.pending.values()]
+        unfinished = [spec for group, _ in self.pending.values() for spec in group]
         self.echo(f"{self._elapsed()} a node was lost and no node has room for its members; placing the "
                   f"{len(unfinished)} unfinished member(s) again (they resume from their last checkpoints)")
         for _, actor in self.pending.values():
             self.ray.kill(actor, no_restart=True)
         self.pending.clear()
         self.placement.remove()
-        self.placement = self._place(len(unfinished))
+        self.placement = None
+        todo = []
         for spec in unfinished:
             done = load_result(spec.out_dir)
             if done is not None:  # it finished just before its actor was stopped
                 self.results[spec.name] = done
             else:
-                self._launch(spec)
+                todo.append(spec)
+        groups = group_specs(todo, self.members_per_actor)
+        if groups:
+            self.placement = self._place(len(groups))
+        for group in groups:
+            self._launch(group)

@@ -7,6 +7,9 @@ its members here.
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+
 from workers.finetune import FinetuneSettings
 from workers.member import MemberSpec, Role
 from workers.models import ModelSettings
@@ -66,3 +69,40 @@ def member_specs(cfg, layout) -> list[MemberSpec]:
         roles += [(Role.SCRATCH, i) for i in range(k)]
     return [member_spec(cfg, role, i, str(layout.member_dir(member_name(role, i)))) for role, i in roles]
 
+
+# ----------------------------------------------------------------------------------------------
+# member groups: members one actor trains as one stacked model (workers/groups.py)
+
+MAX_MEMBERS_PER_ACTOR = 64  # beyond this a stack gains nothing measurable on an H200
+GPU_MEMORY_SHARE = 0.8  # of a GPU's memory that `auto` plans to fill (the rest: CUDA context, allocator slack)
+
+
+def group_key(spec: MemberSpec) -> tuple:
+    """Members with equal keys can share a stack: one role kind, one shape, one pre-training setting but the seed."""
+    pretrain = None if spec.pretrain is None else replace(spec.pretrain, seed=0)
+    return spec.role is Role.SCRATCH, spec.model, pretrain
+
+
+def group_specs(specs: list[MemberSpec], members_per_actor: int) -> list[list[MemberSpec]]:
+    """The specs in groups of at most `members_per_actor` that can share a stack, in launch order (a group
+    goes where its first member would); with 1, one group per member."""
+    buckets: dict[tuple, list[MemberSpec]] = {}
+    for spec in specs:
+        buckets.setdefault(group_key(spec), []).append(spec)
+    groups = [bucket[i:i + members_per_actor] for bucket in buckets.values()
+              for i in range(0, len(bucket), members_per_actor)]
+    position = {spec.name: i for i, spec in enumerate(specs)}
+    return sorted(groups, key=lambda group: position[group[0].name])
+
+
+def auto_members_per_actor(gpus_per_member: float, member_bytes: int, gpu_memory_bytes: int | None,
+                           members: int) -> int:
+    """`resources.members_per_actor: auto`: 1 on CPU (a stack gains nothing there); on a GPU as many members as
+    one GPU holds by both measures: their GPU shares (`gpus_per_member` each, so a stack stays on one GPU)
+    and GPU_MEMORY_SHARE of its memory (`member_bytes` each); at most MAX_MEMBERS_PER_ACTOR and `members`."""
+    if gpus_per_member <= 0:
+        return 1
+    by_share = math.floor(1.0 / gpus_per_member + 1e-9)
+    by_memory = MAX_MEMBERS_PER_ACTOR if not gpu_memory_bytes else math.floor(GPU_MEMORY_SHARE * gpu_memory_bytes
+                                                                              / max(1, member_bytes))
+    return max(1, min(by_share, by_memory, MAX_MEMBERS_PER_ACTOR, members))

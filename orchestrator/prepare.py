@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 CACHE_ENV = "COMMITTEE_CACHE"
 # the code whose output is cached: a change to any of these files changes every cache key
-_SOURCES = ("workers/data.py", "workers/corpus.py", "workers/tokenizer.py", "orchestrator/prepare.py")
+_SOURCES = ("workers/data.py", "workers/datasets.py", "workers/corpus.py", "workers/tokenizer.py", "orchestrator/prepare.py")
 _REPO = Path(__file__).resolve().parents[1]
 
 
@@ -43,13 +43,33 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "committee"
 
 
-def check_data(cfg) -> Path:
-    """Resolve the data root and read and check every data file the run reads (what `validate` runs)."""
-    root = wdata.resolve_data_root(cfg.data.root)
+def uses_data_root(cfg) -> bool:
+    """Whether the run reads the data root: a preset task or the Wikipedia corpus preset."""
+    return (cfg.task.dataset is None and cfg.task.data_files is None) or cfg.pretrain.corpus.dataset is None
+
+
+def task_and_corpus(cfg) -> tuple[wdata.TaskSpec, wdata.CorpusSpec]:
+    """The run's task and pre-training corpus as dataset specs (presets from the data root, or the user's)."""
+    return wdata.task_spec(cfg.task, cfg.data.root), wdata.corpus_spec(cfg.pretrain.corpus, cfg.data.root)
+
+
+def load_cfg_task(cfg, spec: wdata.TaskSpec | None = None) -> wdata.TaskSplits:
+    """The run's sampled task splits (train, validation, test) as the config's task section asks."""
+    t = cfg.task
+    return wdata.load_task_from(spec or wdata.task_spec(t, cfg.data.root), t.train_per_class, t.val_per_class,
+                                t.test_per_class, t.sample_seed)
+
+
+def check_data(cfg) -> Path | None:
+    """Read and check every data file the run reads (what `validate` runs); returns the data root, or None
+    when the task and the corpus are both the user's own."""
+    root = wdata.resolve_data_root(cfg.data.root) if uses_data_root(cfg) else None
+    task, corpus = task_and_corpus(cfg)
     n_tok = 0 if cfg.tokenizer.path else (cfg.tokenizer.train_articles or 0)
-    wdata.check_task_data(root, cfg.task.name, cfg.task.train_per_class, cfg.task.val_per_class,
+    wdata.check_task_data(root, task, cfg.task.train_per_class, cfg.task.val_per_class,
                           cfg.task.test_per_class, cfg.task.sample_seed,
-                          pretrain_articles=max(cfg.pretrain.articles, n_tok), order_seed=cfg.pretrain.order_seed)
+                          pretrain_articles=max(cfg.pretrain.articles, n_tok), order_seed=cfg.pretrain.order_seed,
+                          corpus=corpus)
     return root
 
 
@@ -60,7 +80,7 @@ class Prepared:
     arrays: SharedArrays
     corpus: dict  # the report's corpus section: articles, tokens, blocks, vocab, overlap, split sizes
     tokenizer_dir: Path  # a saved tokenizer (copied into the run directory)
-    data_root: Path
+    data_root: Path | None  # None when the task and the corpus are both the user's own
 
 
 # ----------------------------------------------------------------------------------------------
@@ -95,19 +115,20 @@ def _dir_digest(path: Path) -> str:
     return h.hexdigest()[:20]
 
 
-def _task_files(root: Path, task: str) -> list[Path]:
-    return [root / rel for rel in wdata.TASK_FILES[task]]
-
-
-def tokenizer_key(root: Path, vocab_size: int, articles: int, order_seed: int) -> str:
-    return _digest({"kind": "tokenizer", "code": _sources_digest(), "data": _fingerprint(wdata.wikipedia_shards(root)),
+def tokenizer_key(root: Path | None, vocab_size: int, articles: int, order_seed: int,
+                  corpus: wdata.CorpusSpec | None = None) -> str:
+    """The tokenizer cache key: the corpus' identity (files or hub cache files), its size, order and vocabulary;
+    `corpus` None = the Wikipedia preset of `root`."""
+    corpus = corpus or wdata.wikipedia_corpus(root)
+    return _digest({"kind": "tokenizer", "code": _sources_digest(), "data": corpus.identity(),
                     "vocab_size": vocab_size, "articles": articles, "order_seed": order_seed})
 
 
-def _arrays_key(cfg, root: Path, tokenizer_id: str) -> str:
+def _arrays_key(cfg, root: Path | None, tokenizer_id: str) -> str:
     p = cfg.pretrain
+    task, corpus = task_and_corpus(cfg)
     return _digest({"kind": "arrays", "code": _sources_digest(), "tokenizer": tokenizer_id,
-                    "data": _fingerprint(wdata.wikipedia_shards(root) + _task_files(root, cfg.task.name)),
+                    "data": {"task": task.identity(), "corpus": corpus.identity()},
                     "task": cfg.task.model_dump(mode="json"),
                     "corpus": {"articles": p.articles, "order_seed": p.order_seed, "mode": p.mode, "seq_len": p.seq_len}})
 
@@ -132,18 +153,20 @@ def _tmp_entry(cache: Path) -> Path:
 # the tokenizer
 
 
-def tokenizer_for(root: Path, vocab_size: int, articles: int, order_seed: int, cache_dir: Path | None = None,
-                  texts: list[str] | None = None, echo=print) -> Path:
+def tokenizer_for(root: Path | None, vocab_size: int, articles: int, order_seed: int, cache_dir: Path | None = None,
+                  texts: list[str] | None = None, echo=print, corpus: wdata.CorpusSpec | None = None) -> Path:
     """A WordPiece tokenizer learned on the first `articles` of the seeded order, from the cache if there.
 
-    `texts`, when given, are those articles (saves reading the corpus again). Returns its directory.
+    `texts`, when given, are those articles (saves reading the corpus again); `corpus` is the corpus they
+    come from (None = the Wikipedia preset of `root`). Returns its directory.
     """
     cache = cache_dir or default_cache_dir()
-    final = cache / "tokenizers" / tokenizer_key(root, vocab_size, articles, order_seed)
+    corpus = corpus or wdata.wikipedia_corpus(root)
+    final = cache / "tokenizers" / tokenizer_key(root, vocab_size, articles, order_seed, corpus)
     if (final / "tokenizer.json").is_file():
         return final
     if texts is None or len(texts) < articles:
-        texts = wdata.pretraining_articles(root, articles, order_seed)
+        texts = wdata.pretraining_documents(corpus, articles, order_seed)
     echo(f"training a WordPiece tokenizer (vocab {vocab_size}) on {articles} articles")
     t0 = time.perf_counter()
     tokenizer = train_wordpiece(texts[:articles], vocab_size)
@@ -153,7 +176,8 @@ def tokenizer_for(root: Path, vocab_size: int, articles: int, order_seed: int, c
     return _publish(tmp, final)
 
 
-def _run_tokenizer(cfg, root: Path, articles: list[str], tokenizer_path: Path | None, cache: Path, echo) -> Path:
+def _run_tokenizer(cfg, root: Path | None, articles: list[str], tokenizer_path: Path | None, cache: Path, echo,
+                   corpus: wdata.CorpusSpec | None = None) -> Path:
     if tokenizer_path is not None:  # a resumed run's own tokenizer
         return Path(tokenizer_path)
     if cfg.tokenizer.path:
@@ -166,7 +190,7 @@ def _run_tokenizer(cfg, root: Path, articles: list[str], tokenizer_path: Path | 
     n_tok = cfg.tokenizer.train_articles or cfg.pretrain.articles
     # corpora nest (the first N of one seeded order), so a smaller tokenizer corpus is a prefix
     return tokenizer_for(root, cfg.tokenizer.vocab_size, n_tok, cfg.pretrain.order_seed, cache, texts=articles,
-                         echo=echo)
+                         echo=echo, corpus=corpus)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -180,19 +204,48 @@ def prepare(cfg, tokenizer_path: Path | None = None, echo=print, cache_dir: Path
     """
     t0 = time.perf_counter()
     cache = cache_dir or default_cache_dir()
-    root = wdata.resolve_data_root(cfg.data.root)
-    task = wdata.load_task(root, cfg.task.name, cfg.task.train_per_class, cfg.task.val_per_class,
-                           cfg.task.test_per_class, cfg.task.sample_seed)
-    articles = wdata.pretraining_articles(root, cfg.pretrain.articles, cfg.pretrain.order_seed)
-    tok_dir = _run_tokenizer(cfg, root, articles, tokenizer_path, cache, echo)
+    root = wdata.resolve_data_root(cfg.data.root) if uses_data_root(cfg) else None
+    task_spec, corpus_spec = task_and_corpus(cfg)
+    task = load_cfg_task(cfg, task_spec)
+    articles = wdata.pretraining_documents(corpus_spec, cfg.pretrain.articles, cfg.pretrain.order_seed)
+    tok_dir = _run_tokenizer(cfg, root, articles, tokenizer_path, cache, echo, corpus_spec)
     entry = cache / "arrays" / _arrays_key(cfg, root, _dir_digest(tok_dir))
     if (entry / "corpus.json").is_file():
         arrays, corpus = _load_arrays(entry)
     else:
         arrays, corpus = _encode_all(cfg, task, articles, load_tokenizer(tok_dir))
         _publish(_save_arrays(arrays, corpus, _tmp_entry(cache)), entry)
-    corpus = {**corpus, "prepare_s": round(time.perf_counter() - t0, 2)}
+    corpus = {**corpus, **data_sources(task, corpus_spec), "prepare_s": round(time.perf_counter() - t0, 2)}
     return Prepared(arrays=arrays, corpus=corpus, tokenizer_dir=tok_dir, data_root=root)
+
+
+def data_sources(task: wdata.TaskSplits, corpus: wdata.CorpusSpec) -> dict:
+    """The report's words on where the data came from and which class each label id is."""
+    return {"task_source": task.source, "label_names": list(task.label_names), "label_order": task.label_order,
+            "corpus_source": corpus.describe()}
+
+
+def prepare_from_texts(cfg, articles: list[str], tokenizer_path: Path, echo=print,
+                       cache_dir: Path | None = None) -> Prepared:
+    """`prepare` with the pre-training corpus given as texts and a saved tokenizer: a sweep's corpora of one
+    token count whose overlap with the task differs. The texts themselves are part of the cache key."""
+    t0 = time.perf_counter()
+    cache = cache_dir or default_cache_dir()
+    root = wdata.resolve_data_root(cfg.data.root)
+    task = wdata.load_task(root, cfg.task.name, cfg.task.train_per_class, cfg.task.val_per_class,
+                           cfg.task.test_per_class, cfg.task.sample_seed)
+    texts_digest = hashlib.sha256("\x00".join(articles).encode()).hexdigest()[:20]
+    key = _digest({"kind": "arrays-from-texts", "texts": texts_digest,
+                   "base": _arrays_key(cfg, root, _dir_digest(tokenizer_path))})
+    entry = cache / "arrays" / key
+    if (entry / "corpus.json").is_file():
+        arrays, corpus = _load_arrays(entry)
+    else:
+        echo(f"encoding a corpus of {len(articles)} texts")
+        arrays, corpus = _encode_all(cfg, task, articles, load_tokenizer(tokenizer_path))
+        _publish(_save_arrays(arrays, corpus, _tmp_entry(cache)), entry)
+    corpus = {**corpus, "prepare_s": round(time.perf_counter() - t0, 2)}
+    return Prepared(arrays=arrays, corpus=corpus, tokenizer_dir=Path(tokenizer_path), data_root=root)
 
 
 def _encode_all(cfg, task: wdata.TaskSplits, articles: list[str], tokenizer) -> tuple[SharedArrays, dict]:

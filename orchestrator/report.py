@@ -13,8 +13,37 @@ def _rules(vote: dict | None) -> dict | None:
     return None if vote is None else {rule: vote["rules"][rule] for rule in RULES}
 
 
+def precision_summary(cfg, results: dict) -> dict:
+    """Which precision each phase ran in and why, as the members resolved it where they ran:
+    {"pretrain"|"finetune": {"setting", "chosen": [{"precision", "reason", "members"}]}} (one entry per
+    distinct choice: members on different hardware may choose differently)."""
+    summary = {}
+    for phase, setting in (("pretrain", cfg.pretrain.precision), ("finetune", cfg.finetune.precision)):
+        counts: dict[tuple[str, str], int] = {}
+        for r in results.values():
+            stats = r.pretrain_stats if phase == "pretrain" else r.finetune_stats
+            if "precision" in stats:
+                key = (stats["precision"], stats.get("precision_reason", ""))
+                counts[key] = counts.get(key, 0) + 1
+        summary[phase] = {"setting": setting, "chosen": [{"precision": p, "reason": why, "members": n}
+                                                         for (p, why), n in counts.items()]}
+    return summary
+
+
+def _precision_line(summary: dict) -> str:
+    """One line: `- precision: pre-training and fine-tuning: bf16 (auto: the CPU ... has AVX-512 BF16 ...)`."""
+    labels_by_text: dict[str, list[str]] = {}
+    for phase, label in (("pretrain", "pre-training"), ("finetune", "fine-tuning")):
+        chosen = summary[phase]["chosen"]
+        text = "; ".join(f"{c['precision']} ({c['reason']}" + (f"; {c['members']} members)" if len(chosen) > 1 else ")")
+                         for c in chosen) or "not recorded"
+        labels_by_text.setdefault(text, []).append(label)
+    return "- precision: " + "; ".join(f"{' and '.join(labels)}: {text}" for text, labels in labels_by_text.items())
+
+
 def build(cfg, corpus: dict, results: dict, specs, votes: dict, timing: dict) -> dict:
-    """The report dict. Everything outside `timing` is a pure function of config, seed and data."""
+    """The report dict. Everything outside `timing` is a pure function of config, seed, data and the hardware
+    (with `precision: auto` the hardware decides the precision: `precision` says which and why)."""
     members = []
     for spec in specs:
         if spec.role is Role.DEEP:
@@ -50,6 +79,7 @@ def build(cfg, corpus: dict, results: dict, specs, votes: dict, timing: dict) ->
         "deep": None if deep is None else {"layers": deep.num_layers, "parameters": deep.parameters,
                                             "val_accuracy": deep.val_accuracy, "test_accuracy": deep.test_accuracy,
                                             "pretrain_final_loss": deep.pretrain_stats.get("final_loss")},
+        "precision": precision_summary(cfg, results),
         "timing": timing,
     }
 
@@ -90,18 +120,35 @@ def _pct(x) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
 
+def _corpus_words(c: dict) -> str:
+    """'the first N Wikipedia articles of the seeded order', or the same words for the user's own corpus."""
+    source = c.get("corpus_source", "Wikipedia")
+    if source.startswith("Wikipedia"):
+        return f"the first {c['articles']} Wikipedia articles of the seeded order"
+    return f"the first {c['articles']} documents of the seeded order of {source}"
+
+
+def _classes_lines(c: dict) -> list[str]:
+    """The task's classes (id: name) and where its examples came from, when prepare recorded them."""
+    if not c.get("label_names"):
+        return []
+    names = ", ".join(f"{i} {name}" for i, name in enumerate(c["label_names"]))
+    return [f"Classes (id name; ids follow {c['label_order']}): {names}. Task examples from {c['task_source']}.", ""]
+
+
 def markdown(r: dict, run_dir: Path, command: str) -> str:
     c, t = r["corpus"], r["timing"]
     lines = [
         f"# Committee report: {r['name']}",
         "",
         f"Task **{r['task']}** ({c['train_examples']} train / {c['val_examples']} validation / {c['test_examples']} test "
-        f"examples), pre-training on the first {c['articles']} Wikipedia articles of the seeded order "
+        f"examples), pre-training on {_corpus_words(c)} "
         f"({c['corpus_tokens']:,} tokens, vocab {c['vocab_size']:,}). Token overlap: {100 * c['token_overlap']:.1f}% of the "
         f"task's training-token occurrences have ids that occur in the corpus (near 100% whenever the tokenizer "
         f"was trained on that corpus). Base seed {r['seed']}. Test accuracy is measured once, after the final step; "
         f"the validation split (carved from the training data) serves the weighted vote.",
         "",
+        *_classes_lines(c),
         "## Committee (test accuracy, %)",
         "",
         "| vote | pre-trained members | scratch members |",
@@ -128,6 +175,7 @@ def markdown(r: dict, run_dir: Path, command: str) -> str:
                      f"{_pct(m['val_accuracy'])} | {_pct(m['test_accuracy'])} |")
     lines += ["", "## Timing", "",
               f"- wall time: {t['wall_s']:.1f} s (data and tokenizer {t['prepare_s']:.1f} s)",
+              *([_precision_line(r["precision"])] if "precision" in r else []),
               f"- pre-training throughput per member process: {t['pretrain_tokens_per_s']:,.0f} real tokens/s "
               f"({t['pretrain_tokens_per_member']:,} tokens per member)"]
     if "deep_pretrain_tokens_per_s" in t:

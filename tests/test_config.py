@@ -16,7 +16,9 @@ from orchestrator.config import (
     apply_overrides,
     describe_fields,
     load_config,
+    load_distill_config,
     load_raw,
+    load_sweep_config,
     validate_dict,
 )
 from workers.errors import ConfigError
@@ -27,10 +29,23 @@ CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_shipped_config_loads_and_names_its_command(path):
-    cfg = load_config(path)
+    distill = "distill" in load_raw(path)  # `committee distill` configs: an experiment plus a distill: section
+    sweep = "sweep" in load_raw(path)  # `committee sweep` configs: an experiment plus a sweep: section
+    if sweep:
+        cfg = load_sweep_config(path).experiment
+    else:
+        cfg = load_distill_config(path) if distill else load_config(path)
     assert isinstance(cfg, ExperimentConfig)
     first = path.read_text().splitlines()[0]
     assert first.startswith("# committee ") and path.name in first, "a config opens with the command that runs it"
+    if distill:
+        assert first.startswith("# committee distill ")
+        with pytest.raises(ConfigError, match="unknown config key 'distill'.*committee distill"):
+            load_config(path)  # `committee run` refuses the distill: section
+    if sweep:
+        assert first.startswith("# committee sweep ")
+        with pytest.raises(ConfigError, match="unknown config key 'sweep'.*committee sweep"):
+            load_config(path)  # `committee run` refuses the sweep: section
 
 
 def test_required_presets_exist():

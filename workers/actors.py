@@ -19,20 +19,47 @@ class MemberActor:
         torch.set_num_threads(max(1, num_threads))
         hf_logging.disable_progress_bar()
 
+    @staticmethod
+    def _start_record() -> dict:
+        """Where the member runs (and whether Ray restarted it after its process died): metrics.jsonl keeps it."""
+        ctx = ray.get_runtime_context()
+        with warnings.catch_warnings():  # Ray 2.60 warns about its own use of a deprecated attribute here
+            warnings.simplefilter("ignore", DeprecationWarning)
+            restarted = ctx.was_current_actor_reconstructed
+        return {"phase": "start", "node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address(),
+                "pid": os.getpid(), "restarted": restarted}
+
     def run(self, spec, arrays, board):
         from workers.member import run_member
 
         def report(record: dict) -> None:
             board.update.remote(spec.name, record)
 
-        ctx = ray.get_runtime_context()
-        with warnings.catch_warnings():  # Ray 2.60 warns about its own use of a deprecated attribute here
-            warnings.simplefilter("ignore", DeprecationWarning)
-            restarted = ctx.was_current_actor_reconstructed
-        # where the member runs (and whether Ray restarted it after its process died): metrics.jsonl keeps it
-        report({"phase": "start", "node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address(),
-                "pid": os.getpid(), "restarted": restarted})
+        report(self._start_record())
         return run_member(spec, arrays, on_log=report)
+
+    def run_group(self, specs, arrays, board) -> dict:
+        """Runs a group of members (workers.groups: pre-trained as one stack, then fine-tuned one by one);
+        returns {name: MemberResult}. A group of one runs exactly as `run`."""
+        from workers.groups import run_group
+
+        def report(name: str, record: dict) -> None:
+            board.update.remote(name, record)
+
+        start = self._start_record()
+        if len(specs) > 1:
+            start["group"] = [s.name for s in specs]
+        for spec in specs:
+            report(spec.name, start)
+        return run_group(specs, arrays, on_log=report)
+
+
+@ray.remote(num_cpus=0)
+def gpu_memory_bytes() -> int | None:
+    """The memory of the GPU this task was given (None without one): `members_per_actor: auto` sizes groups by it."""
+    import torch
+
+    return torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else None
 
 
 @ray.remote(num_cpus=0)
@@ -55,9 +82,22 @@ class ProgressBoard:
 
 @ray.remote(num_cpus=0)
 class VoterActor:
-    """Aggregates the members' soft labels into committee decisions (numpy math in workers.voting)."""
+    """Aggregates the members' outputs into committee decisions and soft labels (numpy math in workers.voting).
+
+    Classification (`vote`) and distillation (`soft_labels`, `prior_weights`) use the same rules.
+    """
 
     def vote(self, val_logits, test_logits, val_labels, test_labels, temperature: float) -> dict:
         from workers.voting import committee_report
 
         return committee_report(val_logits, test_logits, val_labels, test_labels, temperature)
+
+    def soft_labels(self, logits, rule: str, val_accuracy=None, temperature: float = 10.0):
+        from workers.voting import soft_labels
+
+        return soft_labels(logits, rule, val_accuracy, temperature)
+
+    def prior_weights(self, val_accuracy, temperature: float):
+        from workers.voting import prior_weights
+
+        return prior_weights(val_accuracy, temperature)

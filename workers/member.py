@@ -106,26 +106,45 @@ def member_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def pretrain_checkpoints(spec: MemberSpec):
+    """Where the member's pre-training checkpoints go (a path, or a storage URI: see workers.checkpoint)."""
+    return checkpoint.join(spec.out_dir, "checkpoints")
+
+
+def finished_pretraining(spec: MemberSpec) -> dict | None:
+    """The member's pre-training stats when its final masked LM is saved (the stats file is written last), else None."""
+    stats_text = checkpoint.read_bytes(checkpoint.join(spec.out_dir, "mlm", "pretrain_stats.json"))
+    return None if stats_text is None else json.loads(stats_text)
+
+
+def initial_mlm(spec: MemberSpec, arrays: SharedArrays):
+    """The member's masked LM before pre-training (on the CPU), every weight drawn from its `init/<role>` stream."""
+    model = build_mlm(spec.model.bert_config(arrays.special.vocab_size, arrays.num_classes))
+    init_from_streams(model, spec.seed, f"init/{spec.role.value}")
+    return model
+
+
+def save_pretrained_mlm(spec: MemberSpec, model, stats: dict) -> None:
+    """Save the pre-trained masked LM with its stats (the marker of finished pre-training); drop the checkpoints."""
+    checkpoint.clear_local_cache()  # a checkpoint downloaded to resume from
+    stats["parameters"] = count_parameters(model)
+    checkpoint.save_final(checkpoint.join(spec.out_dir, "mlm"), model, {"pretrain_stats.json": json.dumps(stats)})
+    checkpoint.remove(pretrain_checkpoints(spec))
+
+
 def pretrained_mlm(spec: MemberSpec, arrays: SharedArrays, on_log: Callable[[dict], None] | None):
     """The member's masked LM after pre-training (loaded if already finished, resumed if interrupted)."""
     from transformers import BertForMaskedLM
 
-    out = spec.out_dir  # a path, or a storage URI (see workers.checkpoint)
-    final = checkpoint.join(out, "mlm")
-    stats_text = checkpoint.read_bytes(checkpoint.join(final, "pretrain_stats.json"))  # written last: the marker
-    if stats_text is not None:
-        model = checkpoint.load_pretrained(BertForMaskedLM, final)
+    stats = finished_pretraining(spec)
+    if stats is not None:  # finished alone or in a group (workers.groups saves the same files)
+        model = checkpoint.load_pretrained(BertForMaskedLM, checkpoint.join(spec.out_dir, "mlm"))
         checkpoint.clear_local_cache()  # the weights are in memory now
-        return model, json.loads(stats_text)
-    model = build_mlm(spec.model.bert_config(arrays.special.vocab_size, arrays.num_classes))
-    init_from_streams(model, spec.seed, f"init/{spec.role.value}")
-    model = model.to(member_device())
+        return model, stats
+    model = initial_mlm(spec, arrays).to(member_device())
     stats = pretrain(model, arrays.blocks, arrays.special, spec.pretrain,
-                     checkpoint_dir=checkpoint.join(out, "checkpoints"), on_log=on_log)
-    checkpoint.clear_local_cache()  # a checkpoint downloaded to resume from
-    stats["parameters"] = count_parameters(model)
-    checkpoint.save_final(final, model, {"pretrain_stats.json": json.dumps(stats)})
-    checkpoint.remove(checkpoint.join(out, "checkpoints"))
+                     checkpoint_dir=pretrain_checkpoints(spec), on_log=on_log)
+    save_pretrained_mlm(spec, model, stats)
     return model, stats
 
 
@@ -141,7 +160,9 @@ def classifier_for(spec: MemberSpec, arrays: SharedArrays, mlm=None):
     return model
 
 
-def run_member(spec: MemberSpec, arrays: SharedArrays, on_log: Callable[[dict], None] | None = None) -> MemberResult:
+def run_member(spec: MemberSpec, arrays: SharedArrays, on_log: Callable[[dict], None] | None = None,
+               on_epoch: Callable[[int, torch.nn.Module], None] | None = None) -> MemberResult:
+    """Pre-train (if the role does), fine-tune, predict; `on_epoch` is passed to `finetune`."""
     t0 = time.perf_counter()
     pretrain_stats: dict = {}
     mlm = None
@@ -151,9 +172,10 @@ def run_member(spec: MemberSpec, arrays: SharedArrays, on_log: Callable[[dict], 
     del mlm
     settings = spec.finetune
     pad = arrays.special.pad
-    ft_stats = finetune(model, arrays.train, arrays.train_labels, pad, settings, on_log=on_log)
-    val_logits = predict_logits(model, arrays.val, pad, precision=settings.precision)
-    test_logits = predict_logits(model, arrays.test, pad, precision=settings.precision)
+    ft_stats = finetune(model, arrays.train, arrays.train_labels, pad, settings, on_log=on_log, on_epoch=on_epoch)
+    precision = ft_stats["precision"]  # as fine-tuning resolved it on this device
+    val_logits = predict_logits(model, arrays.val, pad, precision=precision)
+    test_logits = predict_logits(model, arrays.test, pad, precision=precision)
     classifier_dir = checkpoint.save_final(checkpoint.join(spec.out_dir, "classifier"), model)
     ft_stats["wall_s"] = time.perf_counter() - t0
     result = MemberResult(

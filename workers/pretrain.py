@@ -3,7 +3,8 @@
 Speed comes from three choices that change nothing that is learned:
 - the vocabulary decoder runs only at the masked positions (about 15% of tokens), not at all of them;
 - packed blocks carry no padding, so no attention mask is built (the authors pad every article);
-- optional bf16 autocast (`precision: bf16`).
+- bf16 autocast where the hardware runs it natively (`precision: auto`, see workers/precision.py) or
+  where the config asks for it (`precision: bf16`).
 `mlm_loss` equals `BertForMaskedLM(..., labels=...)`'s loss on the same batch (tests check it).
 """
 
@@ -13,7 +14,7 @@ import logging
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 
 from workers import checkpoint
 from workers.masking import IGNORE_INDEX, mask_tokens
+from workers.precision import choice_stats, resolve_here
 from workers.schedule import make_optimizer
 from workers.seeds import numpy_rng, seed_global_torch, torch_generator
 
@@ -41,7 +43,7 @@ class PretrainSettings:
     weight_decay: float
     warmup_steps: int
     mask_prob: float
-    precision: str  # "fp32" | "bf16"
+    precision: str  # "auto" | "fp32" | "bf16" (`pretrain` resolves "auto" on the device it runs on)
     checkpoint_every: int
     log_every: int
 
@@ -65,8 +67,11 @@ class SpecialIds:
 
 
 def autocast(precision: str, device: torch.device | str = "cpu"):
-    """bf16 autocast on the model's device type (CPU with AMX, or CUDA); fp32 runs as is."""
+    """bf16 autocast on the model's device type (CPU or CUDA); fp32 runs as is; "auto" is resolved for
+    the device first (workers.precision)."""
     device_type = torch.device(device).type
+    if precision == "auto":
+        precision = resolve_here(precision, device_type).precision
     return torch.autocast(device_type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
 
 
@@ -122,8 +127,11 @@ def pretrain(model, blocks: np.ndarray, special: SpecialIds, settings: PretrainS
 
     Resumes from the newest checkpoint in `checkpoint_dir` if one exists; the result is the same as
     an uninterrupted run because every step's randomness is derived from (seed, step).
-    Returns {"steps", "tokens", "train_s", "tokens_per_s", "final_loss"}.
+    Returns {"steps", "tokens", "train_s", "tokens_per_s", "final_loss", "precision", "precision_setting",
+    "precision_reason"} (the precision chosen on this device, and why).
     """
+    choice = resolve_here(settings.precision, next(model.parameters()).device)
+    settings = replace(settings, precision=choice.precision)
     optimizer, scheduler = make_optimizer(model, settings.lr, settings.weight_decay,
                                           settings.warmup_steps, settings.max_steps)
     start, tokens, train_s, last_loss = 0, 0, 0.0, math.nan
@@ -158,4 +166,4 @@ def pretrain(model, blocks: np.ndarray, special: SpecialIds, settings: PretrainS
                 "step": done, "tokens": tokens, "train_s": train_s, "loss": last_loss,
             })
     return {"steps": settings.max_steps, "tokens": tokens, "train_s": train_s,
-            "tokens_per_s": tokens / train_s if train_s else 0.0, "final_loss": last_loss}
+            "tokens_per_s": tokens / train_s if train_s else 0.0, "final_loss": last_loss, **choice_stats(choice)}

@@ -5,6 +5,10 @@ logits: [members, examples, classes] float. Rules:
 - logit:    mean of the members' logits, then argmax;
 - hard:     majority vote of the members' argmax (ties go to the lowest class id);
 - weighted: prior-weighted sum of logits with weights softmax(val_accuracy% / T) (CV-DD's relabel).
+
+Soft labels for distillation come from the same rules (`soft_labels`): "mean_probability" is the soft
+vote's scores, "prior_weighted" the weighted vote's, so a distilled set is labelled exactly as the
+committee classifies.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 RULES = ("soft", "logit", "hard", "weighted")
+# soft-label rule -> the voting rule whose scores it returns
+SOFT_LABEL_RULES = {"mean_probability": "soft", "prior_weighted": "weighted"}
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -44,6 +50,23 @@ def aggregate(logits: np.ndarray, rule: str, weights: np.ndarray | None = None) 
             raise ValueError("the weighted rule needs one weight per member")
         return np.tensordot(np.asarray(weights, dtype=np.float64), logits, axes=1)
     raise ValueError(f"unknown voting rule {rule!r}; choose from {', '.join(RULES)}")
+
+
+def soft_labels(logits: np.ndarray, rule: str, val_accuracy: np.ndarray | None = None,
+                temperature: float = 10.0) -> np.ndarray:
+    """The committee's soft labels [examples, classes] for members' logits [members, examples, classes].
+
+    "mean_probability": the mean of the members' class probabilities (equal weights);
+    "prior_weighted": sum of the members' logits weighted by softmax(val_accuracy% / temperature).
+    """
+    if rule not in SOFT_LABEL_RULES:
+        raise ValueError(f"unknown soft-label rule {rule!r}; choose from {', '.join(SOFT_LABEL_RULES)}")
+    weights = None
+    if rule == "prior_weighted":
+        if val_accuracy is None:
+            raise ValueError("the prior_weighted rule needs the members' validation accuracies")
+        weights = prior_weights(val_accuracy, temperature)
+    return aggregate(logits, SOFT_LABEL_RULES[rule], weights)
 
 
 def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
