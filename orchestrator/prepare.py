@@ -231,9 +231,9 @@ def prepare_from_texts(cfg, articles: list[str], tokenizer_path: Path, echo=prin
     token count whose overlap with the task differs. The texts themselves are part of the cache key."""
     t0 = time.perf_counter()
     cache = cache_dir or default_cache_dir()
-    root = wdata.resolve_data_root(cfg.data.root)
-    task = wdata.load_task(root, cfg.task.name, cfg.task.train_per_class, cfg.task.val_per_class,
-                           cfg.task.test_per_class, cfg.task.sample_seed)
+    root = wdata.resolve_data_root(cfg.data.root) if uses_data_root(cfg) else None
+    task_spec, corpus_spec = task_and_corpus(cfg)
+    task = load_cfg_task(cfg, task_spec)
     texts_digest = hashlib.sha256("\x00".join(articles).encode()).hexdigest()[:20]
     key = _digest({"kind": "arrays-from-texts", "texts": texts_digest,
                    "base": _arrays_key(cfg, root, _dir_digest(tokenizer_path))})
@@ -244,7 +244,7 @@ def prepare_from_texts(cfg, articles: list[str], tokenizer_path: Path, echo=prin
         echo(f"encoding a corpus of {len(articles)} texts")
         arrays, corpus = _encode_all(cfg, task, articles, load_tokenizer(tokenizer_path))
         _publish(_save_arrays(arrays, corpus, _tmp_entry(cache)), entry)
-    corpus = {**corpus, "prepare_s": round(time.perf_counter() - t0, 2)}
+    corpus = {**corpus, **data_sources(task, corpus_spec), "prepare_s": round(time.perf_counter() - t0, 2)}
     return Prepared(arrays=arrays, corpus=corpus, tokenizer_dir=Path(tokenizer_path), data_root=root)
 
 

@@ -1,0 +1,260 @@
+"""`committee sweep`: the space and its checks, the statistics, and sweeps end to end on a real local Ray
+and Tune (the smoke sweep, a stopped and resumed sweep, ASHA stopping a trial, a search's best config)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_cli
+from orchestrator.config import SweepSection, describe_fields, load_sweep_config
+from orchestrator.sweep import check_search_package, check_sweep
+from orchestrator.sweep_report import mean_interval, spearman
+from orchestrator.sweep_space import point_config, trial_specs, with_reference_tokenizer
+from workers.errors import CommitteeError, ConfigError
+from workers.member import Role
+
+SMOKE = REPO / "configs" / "sweep_smoke.yaml"
+SWEEP_CONFIGS = sorted((REPO / "configs").glob("sweep_*.yaml")) + [REPO / "configs" / "search_quickstart.yaml",
+                                                                  REPO / "configs" / "paper_sweep.yaml"]
+# a space built for ASHA: the second learning rate learns nothing, so its trial is stopped at the first rung
+# (the first, the smoke config's own rate, reaches 35% validation accuracy after 2 epochs; runs go one at a time)
+ASHA_SEARCH = ["sweep.search=random", "sweep.scheduler=asha", "sweep.metric=val_accuracy", "sweep.seeds=1",
+               "sweep.grace_epochs=2", "sweep.max_concurrent_trials=1",
+               "sweep.space={finetune.lr: {grid: [3.0e-3, 1.0e-7]}}"]
+
+
+def committee(*args, timeout=400):
+    return run_cli(*args, timeout=timeout)
+
+
+def rows_of(run_dir: Path) -> list[dict]:
+    with open(run_dir / "sweep.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+def events(run_dir: Path, kind: str) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["event"] == kind]
+
+
+# ----------------------------------------------------------------------------------------------
+# configs and checks (no Ray)
+
+
+@pytest.mark.parametrize("path", SWEEP_CONFIGS, ids=[p.name for p in SWEEP_CONFIGS])
+def test_shipped_sweep_configs_pass_every_check_before_a_trial(path):
+    # the paper sweep's 20k articles need a pulled data root: here its sizes are cut to the local 6,417
+    local = ["sweep.space.pretrain.articles.grid=[2500,6417]", "tokenizer.train_articles=6417"]
+    cfg = with_reference_tokenizer(load_sweep_config(path, local if path.name == "paper_sweep.yaml" else []))
+    assert path.read_text().startswith(f"# committee sweep configs/{path.name}")
+    assert check_sweep(cfg), "at least one data configuration"
+
+
+def test_unknown_space_key_exits_2_naming_the_closest_key(tmp_path):
+    proc = committee("sweep", SMOKE, "sweep.space.pretrain.artcles.grid=[20,60]", "--run-dir", tmp_path / "s")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "pretrain.artcles" in proc.stderr and "did you mean 'pretrain.articles'" in proc.stderr
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["sweep.space.pretrain.articles.grid=[20,100000]"], r"pretrain.articles=100000 but the data root .* holds 6417"),
+    (["sweep.space={}"], r"sweep.space is empty"),
+    (["sweep.search=optuna"], r"optuna .*cannot take grid entries \(pretrain.articles \(grid\)\); use choice"),
+    (["sweep.search=random", "sweep.space.tokenizer.vocab_size.uniform=[500,2000]"],
+     r"tokenizer.vocab_size changes the prepared data.*got uniform"),
+    (["sweep.space.finetune.lr.choice=[1e-3,2e-3]"], r"search: grid takes grid entries only.*finetune.lr \(choice\)"),
+    (["sweep.space.model.num_heads.grid=[2,3]"], r"(?s)sweep point \(.*model.num_heads=3.*\).*multiple of num_heads"),
+    (["sweep.space.committee.members.grid=[2,4]"], r"'committee.members' cannot vary in a sweep"),
+    (["sweep.space.pretrain.grid=[1]"], r"'pretrain' is a section"),
+    (["sweep.space.sweep.corpus.rank_quantil.grid=[0]"], r"did you mean 'sweep.corpus.rank_quantile'"),
+    (["sweep.space.pretrain.lr.grid=[1e-3]", "sweep.space.pretrain.lr.choice=[1e-3]"], None),
+])
+def test_bad_sweeps_are_refused_before_any_trial(overrides, message):
+    if message is None:  # the later override of one key replaces the earlier: a valid sweep
+        cfg = load_sweep_config(SMOKE, overrides)
+        assert cfg.sweep.space["pretrain.lr"].kind == "choice"
+        return
+    with pytest.raises(CommitteeError, match=message):
+        check_sweep(with_reference_tokenizer(load_sweep_config(SMOKE, overrides)))
+
+
+def test_unreachable_overlap_level_names_the_reachable_range_and_creates_nothing(tmp_path):
+    proc = committee("sweep", SMOKE, "sweep.corpus.source=task_mix", "sweep.corpus.tokens=400000",
+                     "sweep.space={sweep.corpus.task_share: {grid: [0.0, 0.5]}}", "--run-dir", tmp_path / "s")
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert re.search(r"task_share=0.5 needs .*reachable task_share at 400,000 tokens is 0 to 0\.\d+", proc.stderr)
+    assert "Traceback" not in proc.stderr and not (tmp_path / "s").exists()
+
+
+def test_a_search_whose_package_is_missing_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # as if optuna were not installed
+    with pytest.raises(ConfigError, match=r"needs the 'optuna' package.*pip install optuna"):
+        check_search_package("optuna")
+    check_search_package("random")
+
+
+def test_committee_run_refuses_a_sweep_file():
+    proc = committee("run", SMOKE)
+    assert proc.returncode == 2 and "unknown config key 'sweep'" in proc.stderr and "committee sweep" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_trial_pairs_a_pretrained_member_with_its_scratch_twin():
+    cfg = with_reference_tokenizer(load_sweep_config(SMOKE))
+    point = point_config(cfg, {"pretrain.articles": 60})
+    scratch, pre = trial_specs(point, 1, 77, "/tmp/x")
+    assert (scratch.role, pre.role) == (Role.SCRATCH, Role.PRETRAINED)
+    assert scratch.seed == pre.seed == cfg.experiment.seed + 1 and scratch.finetune == pre.finetune
+    assert pre.pretrain.max_steps == 77 and scratch.pretrain is None
+    assert cfg.experiment.tokenizer.train_articles == 60, "one tokenizer, learned on the largest corpus"
+
+
+def test_mean_interval_and_spearman_on_known_values():
+    stat = mean_interval([1.0, 2.0, 3.0])  # sd 1, t(2) = 4.303
+    assert stat["mean"] == 2.0 and stat["ci95"] == pytest.approx([2 - 4.303 / 3**0.5, 2 + 4.303 / 3**0.5])
+    assert mean_interval([0.5])["ci95"] is None
+    assert spearman([1, 2, 3, 4, 5], [10, 20, 30, 40, 50])["rho"] == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4, 5], [5, 4, 3, 2, 1])["rho"] == pytest.approx(-1.0)
+    # ties share their mean rank: x ranks 1.5 1.5 3 4, y ranks 1 2 3 4 -> Pearson of the ranks
+    assert spearman([1, 1, 2, 3], [1, 2, 3, 4])["rho"] == pytest.approx(0.9486833, abs=1e-6)
+    assert spearman([1, 1, 1, 1], [1, 2, 3, 4])["rho"] is None
+
+
+def test_docs_hold_the_sweep_section_reference():
+    doc = (REPO / "docs" / "sweep.md").read_text()
+    for key, default, _ in describe_fields(SweepSection, "sweep."):
+        assert f"| `{key}` | `{default}` |" in doc, f"docs/sweep.md lacks the row of {key}"
+
+
+# ----------------------------------------------------------------------------------------------
+# end to end on a real local Ray and Tune
+
+
+def _start_sweep(*args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "sweep", *map(str, args)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+
+
+def _wait_for(predicate, proc: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert proc.poll() is None, "the sweep ended before it could be stopped:\n" + proc.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def smoke_sweep(tmp_path_factory):
+    """The smoke sweep, one trial at a time, stopped with Ctrl-C once a trial has finished, then resumed."""
+    run_dir = tmp_path_factory.mktemp("sweeps") / "smoke"
+    args = [SMOKE, "sweep.max_concurrent_trials=1", "--run-dir", run_dir]
+    proc = _start_sweep(*args)
+    _wait_for(lambda: (run_dir / "metrics.jsonl").is_file() and events(run_dir, "trial_end"), proc, 300)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C: Tune ends the sweep and saves its state
+    stopped_output, _ = proc.communicate(timeout=120)
+    stopped = {"returncode": proc.returncode, "output": stopped_output,
+               "finished": {e["trial_id"] for e in events(run_dir, "trial_end")},
+               "starts": len(events(run_dir, "trial_start"))}
+    resumed = committee("sweep", *args, "--resume")
+    assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-4000:]
+    return run_dir, stopped, resumed
+
+
+def test_a_stopped_sweep_resumes_running_only_the_missing_trials(smoke_sweep):
+    run_dir, stopped, _ = smoke_sweep
+    assert stopped["returncode"] == 130, stopped["output"][-3000:]
+    assert "continue it with: committee sweep" in stopped["output"] and "--resume" in stopped["output"]
+    assert 1 <= len(stopped["finished"]) < 4
+    starts_after = events(run_dir, "trial_start")[stopped["starts"]:]
+    assert not stopped["finished"] & {s["trial_id"] for s in starts_after}, "a finished trial ran again"
+    assert {s["trial_id"] for s in events(run_dir, "trial_start")} == {r["trial_id"] for r in rows_of(run_dir)}
+    assert [r["status"] for r in rows_of(run_dir)] == ["done"] * 4
+
+
+def test_smoke_sweep_writes_rows_points_committees_and_plots(smoke_sweep):
+    run_dir, _, proc = smoke_sweep
+    assert f"sweep report: {run_dir / 'sweep.md'}" in proc.stdout
+    for name in ("config.yaml", "sweep.csv", "sweep.json", "sweep.md", "gap_vs_size.png", "gap_vs_overlap.png"):
+        assert (run_dir / name).is_file(), name
+    assert not (run_dir / "best_config.yaml").exists(), "a grid sweep is not a search"
+    report = json.loads((run_dir / "sweep.json").read_text())
+    rows = report["rows"]
+    assert sorted((r["values"]["pretrain.articles"], r["member_index"], r["seed"]) for r in rows) == \
+        [(20, 0, 0), (20, 1, 1), (60, 0, 0), (60, 1, 1)]
+    for r in rows:
+        assert r["status"] == "done"
+        assert r["gap"] == pytest.approx(r["test_accuracy"] - r["scratch_test_accuracy"])
+        assert 0 <= r["val_accuracy"] <= 1 and 0 <= r["scratch_test_accuracy"] <= 1
+    small, large = report["points"]
+    assert (small["values"], large["values"]) == ({"pretrain.articles": 20}, {"pretrain.articles": 60})
+    # budget epochs: one pass over a larger corpus is more tokens; more articles share more of the task's words
+    assert large["corpus_tokens"] > 2 * small["corpus_tokens"] and large["pretrain_tokens"] > 2 * small["pretrain_tokens"]
+    assert large["type_overlap"] > small["type_overlap"] and large["occurrence_overlap"] > small["occurrence_overlap"]
+    for p in report["points"]:
+        assert p["seeds_done"] == 2 and p["gap"]["n"] == 2 and p["gap"]["ci95"][0] <= p["gap"]["mean"]
+        assert p["committee"]["members"] == 2 and len(p["committee"]["scratch_curve"]) == 2
+        assert p["committee"]["pretrained_curve"][0] == next(
+            r["test_accuracy"] for r in rows if r["point_id"] == p["point_id"] and r["member_index"] == 0)
+    assert set(report["correlations"]) == {"corpus_tokens", "pretrain_tokens", "type_overlap", "occurrence_overlap"}
+    md = (run_dir / "sweep.md").read_text()
+    assert "gap [95% CI]" in md and "Spearman" in md and "pretrain.articles=60" in md
+
+
+def test_trials_report_every_epoch_and_keep_their_members(smoke_sweep):
+    run_dir, _, _ = smoke_sweep
+    per_epoch = [r for r in events(run_dir, "result") if not r["final"]]
+    assert {r["epoch"] for r in per_epoch} == {1, 2, 3, 4}, "validation accuracy after every fine-tuning epoch"
+    for row in rows_of(run_dir):
+        index = int(row["member_index"])
+        members = {p.name for p in (run_dir / "trials" / row["trial_id"]).iterdir()}
+        assert members == {f"member-{index:02d}", f"scratch-{index:02d}"}
+    from transformers import AutoTokenizer
+
+    (tokenizer_dir,) = (run_dir / "tokenizers").iterdir()
+    assert len(AutoTokenizer.from_pretrained(str(tokenizer_dir))) == 1000
+
+
+def test_an_existing_sweep_directory_is_refused(smoke_sweep):
+    run_dir, _, _ = smoke_sweep
+    proc = committee("sweep", SMOKE, "--run-dir", run_dir)
+    assert proc.returncode == 2 and "already exists" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_asha_stops_a_poor_trial_and_a_search_writes_a_config_committee_validates(tmp_path):
+    run_dir = tmp_path / "asha"
+    proc = committee("sweep", SMOKE, *ASHA_SEARCH, "--run-dir", run_dir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = {float(r["finetune.lr"]): r for r in rows_of(run_dir)}
+    assert rows[3e-3]["status"] == "done" and rows[3e-3]["iterations"] == "5"
+    assert rows[1e-7]["status"] == "stopped early" and int(rows[1e-7]["iterations"]) < 5
+    best = run_dir / "best_config.yaml"
+    assert "finetune.lr=0.003" in (run_dir / "sweep.md").read_text().split("## Best point")[1]
+    checked = committee("validate", best)
+    assert checked.returncode == 0, checked.stderr
+    assert best.read_text().startswith("# committee run ")
+    assert "lr: 0.003" in best.read_text()
+
+
+@pytest.mark.slow
+def test_an_optuna_search_runs_each_suggestion_once_per_seed(tmp_path):
+    pytest.importorskip("optuna", reason="the search extra: pip install -e .[search]")
+    run_dir = tmp_path / "optuna"
+    proc = committee("sweep", SMOKE, "sweep.search=optuna", "sweep.num_samples=2", "sweep.seeds=2",
+                     "sweep.metric=val_accuracy", "pretrain.max_steps=10", "sweep.budget=steps",
+                     "sweep.space={finetune.lr: {loguniform: [1.0e-3, 1.0e-2]}}", "--run-dir", run_dir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = rows_of(run_dir)
+    assert len(rows) == 4 and sorted(r["member_index"] for r in rows) == ["0", "0", "1", "1"]
+    assert len({r["finetune.lr"] for r in rows}) == 2, "the seeds of a suggestion share its values"
+    assert committee("validate", run_dir / "best_config.yaml").returncode == 0
