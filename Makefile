@@ -9,10 +9,10 @@ STAMP := $(VENV)/.installed-stamp
 
 # (Re)create the environment when pyproject.toml changes. torch is pinned (torch==2.13.0) so that a
 # machine with the local CPU wheel takes it instead of a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[test,cluster]"
+	$(PY) -m pip install --quiet -e ".[test,cluster,search]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -90,6 +90,7 @@ def test_precision_report_follows_the_cpu_bf16_flags():
     assert native is False and "emulated" in why and "--precision fp32" in why
 
 
+@pytest.mark.slow  # end to end, over a minute here: make test-all
 def test_committee_bench_quick_end_to_end(tmp_path, monkeypatch):
     """The whole benchmark on a tiny shape: every section runs, the JSON holds the keys the targets read."""
     import ray

@@ -218,6 +218,7 @@ def grouped_run(tmp_path_factory):
     return run_dir, proc
 
 
+@pytest.mark.slow  # end to end, over a minute here: make test-all
 def test_a_grouped_smoke_run_reports_the_members_of_the_solo_loop(grouped_run, tmp_path):
     """members_per_actor=2: member-00 and member-01 pre-train as one stack; each then matches the member
     run alone (run_member, no Ray) in pre-training loss and accuracy."""
@@ -248,6 +249,7 @@ def test_a_grouped_smoke_run_reports_the_members_of_the_solo_loop(grouped_run, t
         assert member["test_accuracy"] == pytest.approx(alone.test_accuracy, abs=0.01)
 
 
+@pytest.mark.slow  # end to end, over a minute here: make test-all
 def test_resume_skips_the_finished_members_of_a_grouped_run(grouped_run):
     run_dir, _ = grouped_run
     before = json.loads((run_dir / "report.json").read_text())

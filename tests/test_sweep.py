@@ -231,6 +231,7 @@ def test_an_existing_sweep_directory_is_refused(smoke_sweep):
     assert proc.returncode == 2 and "already exists" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # end to end, over a minute here: make test-all
 def test_asha_stops_a_poor_trial_and_a_search_writes_a_config_committee_validates(tmp_path):
     run_dir = tmp_path / "asha"
     proc = committee("sweep", SMOKE, *ASHA_SEARCH, "--run-dir", run_dir)
