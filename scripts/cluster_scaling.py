@@ -45,6 +45,8 @@ def measure(nodes: int, members: int, steps: int) -> dict:
             t0 = time.perf_counter()
             report = driver.run_experiment(cfg, Path(tmp) / "run", address=sim.address, echo=lambda _: None)
             wall = time.perf_counter() - t0
+        # the members phase: from the end of data preparation to the last member's result
+        members_s = report["timing"]["members_wall_s"] - report["timing"]["prepare_s"]
     finally:
         ray.shutdown()
         sim.shutdown()

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from test_own_data import own_data_run  # noqa: F401  (the session's one end-to-end run)
 from workers.events import COMMITTEE, RunEvents, events_dir
 from workers.voting import RULES
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import run_cli
+from conftest import readme_commands, run_cli
 from orchestrator.config import load_config
 from orchestrator.prepare import _arrays_key, load_cfg_task, task_and_corpus, tokenizer_key
 from workers import data as wdata
@@ -388,37 +388,6 @@ def test_shipped_configs_read_their_presets(pinned_root, name):
 
 # ----------------------------------------------------------------------------------------------
 # the README's worked example, end to end on a real local Ray (shared with test_predict, test_events)
-
-_RUN: dict = {}
-README_SECTION = "## Your own data"
-
-
-def readme_commands() -> list[str]:
-    """The `committee ...` lines of the first bash block of the README's "Your own data" section."""
-    readme = (REPO / "README.md").read_text()
-    section = readme.split(README_SECTION, 1)[1].split("\n## ", 1)[0]
-    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
-    return [line.strip() for line in block.splitlines() if line.strip()]
-
-
-@pytest.fixture(scope="session")
-def own_data_run(tmp_path_factory) -> dict:
-    """Run the README's own-data commands once per session, in a working directory of their own (with
-    configs/ and docs/ linked in), as a user would: {"cwd", "run_dir", "procs"}."""
-    if "run_dir" not in _RUN:
-        cwd = tmp_path_factory.mktemp("own_data")
-        for name in ("configs", "docs"):
-            (cwd / name).symlink_to(REPO / name)
-        procs = []
-        for line in readme_commands():
-            if not line.startswith("committee "):
-                continue
-            proc = run_cli(*line.split()[1:], cwd=cwd, timeout=600)
-            assert proc.returncode == 0, f"{line}\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
-            procs.append((line, proc))
-        _RUN.update(cwd=cwd, run_dir=cwd / "runs" / "own_data", procs=procs)
-    return _RUN
-
 
 def test_readme_example_runs_end_to_end(own_data_run):
     commands = readme_commands()

@@ -11,7 +11,7 @@ import pytest
 from conftest import run_cli
 from orchestrator.config import load_config
 from orchestrator.prepare import load_cfg_task
-from test_own_data import RELATIONS, own_data_run  # noqa: F401  (the session's one end-to-end run)
+from test_own_data import RELATIONS
 from workers.committee import Committee
 from workers.corpus import encode
 from workers.errors import CommitteeError
