@@ -131,22 +131,31 @@ def distill(
 @app.command()
 @user_errors
 def validate(config: Path = typer.Argument(..., help="experiment YAML"), overrides: Optional[List[str]] = OVERRIDES):
-    """Check a config (keys, types, ranges) and that its data is present (a sweep file: every point too)."""
-    if _is_sweep_file(config):
+    """Check a config (keys, types, ranges) and its data (a sweep file: every point; a distill file: its request)."""
+    section = _section_of(config)
+    if section == "sweep":
         return _validate_sweep(config, overrides or [])
-    from orchestrator.config import load_config
+    from orchestrator.config import load_config, load_distill_config
     from orchestrator.prepare import check_data
 
-    cfg = load_config(config, overrides or [])
+    if section == "distill":
+        from orchestrator.distill import check_request
+
+        cfg = load_distill_config(config, overrides or [])
+        check_request(cfg)
+    else:
+        cfg = load_config(config, overrides or [])
     root = check_data(cfg)
     where = f"data root {root}" if root is not None else "your own task and corpus"
     typer.echo(f"{config}: valid ({cfg.committee.members} members, task {cfg.task.name}, {where})")
 
 
-def _is_sweep_file(config: Path) -> bool:
+def _section_of(config: Path) -> str | None:
+    """"sweep" or "distill" when the file has that command's section, else None (a run config)."""
     from orchestrator.config import load_raw
 
-    return "sweep" in load_raw(config)
+    raw = load_raw(config)
+    return next((name for name in ("sweep", "distill") if name in raw), None)
 
 
 def _validate_sweep(config: Path, overrides: list[str]) -> None:

@@ -308,3 +308,12 @@ def test_committee_run_refuses_a_distill_config(tmp_path):
     proc = run_cli("run", DISTILL_SMOKE, "--run-dir", tmp_path / "run", timeout=60)
     assert proc.returncode == 2 and "unknown config key 'distill'" in proc.stderr
     assert "committee distill" in proc.stderr and not (tmp_path / "run").exists()
+
+
+def test_validate_checks_a_distill_file_and_its_request():
+    from conftest import REPO, run_cli
+
+    ok = run_cli("validate", REPO / "configs" / "distill_smoke.yaml")
+    assert ok.returncode == 0 and "valid" in ok.stdout, ok.stderr
+    bad = run_cli("validate", REPO / "configs" / "distill_smoke.yaml", "distill.ipc=[1,1000]")
+    assert bad.returncode == 2 and "distill.ipc [1000]" in bad.stderr and "Traceback" not in bad.stderr
