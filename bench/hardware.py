@@ -9,38 +9,8 @@ report says which CPU a measurement ran on and what that means for the member lo
 from __future__ import annotations
 
 import os
-import platform
-from pathlib import Path
 
-BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # as /proc/cpuinfo (and `lscpu`) name them
-CPUINFO = Path("/proc/cpuinfo")
-
-
-def _cpuinfo_field(name: str) -> str | None:
-    """The first `name : value` line of /proc/cpuinfo (None where there is none: not Linux)."""
-    try:
-        text = CPUINFO.read_text(errors="replace")
-    except OSError:
-        return None
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() == name:
-            return value.strip()
-    return None
-
-
-def cpu_model() -> str:
-    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
-
-
-def cpu_bf16_flags() -> list[str] | None:
-    """Which of `amx_bf16` / `avx512_bf16` this CPU has; None when the flags cannot be read."""
-    flags = _cpuinfo_field("flags")
-    if flags is None:
-        return None
-    present = set(flags.split())
-    return [flag for flag in BF16_FLAGS if flag in present]
-
+from workers.precision import cpu_bf16_flags, cpu_model  # the probe precision: auto uses
 
 def _cpu_bf16_reason(flags: list[str] | None) -> tuple[bool | None, str]:
     if flags is None:

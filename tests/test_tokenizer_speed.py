@@ -6,84 +6,21 @@ pre-tokenisation, and a merge loop that recounts every pair of each touched word
 
 from __future__ import annotations
 
-import heapq
 import json
 import os
 import subprocess
 import sys
-from collections import Counter, defaultdict
 
 import pytest
 
 from workers import tokenizer
 from workers.data import pretraining_articles
-from workers.tokenizer import MAX_WORD_CHARS, PREFIX, SPECIAL_TOKENS, count_words, learn_vocab, train_wordpiece
+from workers.tokenizer import count_words, learn_vocab, train_wordpiece
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def reference_count_words(texts: list[str]) -> Counter:
-    from tokenizers import normalizers, pre_tokenizers
-
-    norm = normalizers.BertNormalizer(lowercase=True, strip_accents=None, clean_text=True)
-    pre = pre_tokenizers.BertPreTokenizer()
-    counts: Counter = Counter()
-    for text in texts:
-        counts.update(w for w, _ in pre.pre_tokenize_str(norm.normalize_str(text)) if len(w) <= MAX_WORD_CHARS)
-    return counts
-
-
-def reference_learn_vocab(word_counts: Counter, vocab_size: int, min_pair_count: int = 2) -> list[str]:
-    words = sorted(word_counts)
-    freq = [word_counts[w] for w in words]
-    pieces = [[w[0]] + [PREFIX + c for c in w[1:]] for w in words]
-    vocab = list(SPECIAL_TOKENS) + sorted({p for ps in pieces for p in ps})
-    seen = set(vocab)
-    pair_count: dict = defaultdict(int)
-    where: dict = defaultdict(set)
-    for i, ps in enumerate(pieces):
-        for pair in zip(ps, ps[1:]):
-            pair_count[pair] += freq[i]
-            where[pair].add(i)
-    heap = [(-c, pair) for pair, c in pair_count.items()]
-    heapq.heapify(heap)
-    while len(vocab) < vocab_size and heap:
-        neg, pair = heapq.heappop(heap)
-        if pair_count.get(pair, 0) != -neg:
-            continue
-        if -neg < min_pair_count:
-            break
-        left, right = pair
-        new = left + right[len(PREFIX):]
-        touched = set()
-        for i in sorted(where.pop(pair, ())):
-            ps, out, j = pieces[i], [], 0
-            while j < len(ps):
-                if j + 1 < len(ps) and ps[j] == left and ps[j + 1] == right:
-                    out.append(new)
-                    j += 2
-                else:
-                    out.append(ps[j])
-                    j += 1
-            change = Counter(zip(ps, ps[1:]))
-            change.subtract(Counter(zip(out, out[1:])))
-            for p, c in change.items():
-                if c:
-                    pair_count[p] -= c * freq[i]
-                    touched.add(p)
-                    if c < 0:
-                        where[p].add(i)
-            pieces[i] = out
-        pair_count.pop(pair, None)
-        for p in touched:
-            if pair_count.get(p, 0) > 0:
-                heapq.heappush(heap, (-pair_count[p], p))
-            else:
-                pair_count.pop(p, None)
-        if new not in seen:
-            seen.add(new)
-            vocab.append(new)
-    return vocab
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+from tokenizer_speed import old_count_words as reference_count_words  # noqa: E402  (the learner it replaced)
+from tokenizer_speed import old_learn_vocab as reference_learn_vocab  # noqa: E402
 
 
 @pytest.fixture(scope="module")
