@@ -99,11 +99,12 @@ class RunLayout:
     def member_checkpoints(self, name: str):
         return checkpoint.join(self.member_dir(name), "checkpoints")
 
-    def mirror(self) -> object | None:
-        """Copy config, report and metrics next to the members on shared storage; returns where (or None)."""
+    def mirror(self, names: tuple[str, ...] = MIRRORED_FILES) -> object | None:
+        """Copy these files (by default config, report and metrics) next to the members on shared storage;
+        returns where (or None without storage.uri)."""
         if self.storage_uri is None:
             return None
-        for name in MIRRORED_FILES:
+        for name in names:
             data = checkpoint.read_bytes(self.run_dir / name)
             if data is not None:
                 checkpoint.write_bytes(checkpoint.join(self.storage_root, name), data)

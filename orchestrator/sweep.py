@@ -252,17 +252,6 @@ def report_header(cfg: SweepConfig, rows: list[dict], data: dict[str, SweepData]
             "data_configurations": {k: v.corpus for k, v in data.items()}}
 
 
-def mirror(layout: rundir.RunLayout) -> object | None:
-    """Copy the sweep's report files next to its members on shared storage (storage.uri); returns where."""
-    if layout.storage_uri is None:
-        return None
-    for name in SWEEP_FILES:
-        data = checkpoint.read_bytes(layout.run_dir / name)
-        if data is not None:
-            checkpoint.write_bytes(checkpoint.join(layout.storage_root, name), data)
-    return layout.storage_root
-
-
 # ----------------------------------------------------------------------------------------------
 # the command
 
@@ -356,7 +345,7 @@ def finish(ray, cfg: SweepConfig, layout: rundir.RunLayout, grid, data: dict[str
             write_best_config(cfg, out["best"], layout.run_dir / "best_config.yaml")
     sweep_report.write(layout.run_dir, out, command or f"committee sweep {layout.config} --run-dir {layout.run_dir}")
     echo(f"sweep report: {layout.run_dir / 'sweep.md'}")
-    dest = mirror(layout)
+    dest = layout.mirror(SWEEP_FILES)
     if dest is not None:
         echo(f"report copied to {dest}")
     return out
