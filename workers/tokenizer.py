@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import gc
 import heapq
-import os
 import re
 from array import array
 from collections import Counter, defaultdict
@@ -452,7 +451,6 @@ def _merge_until(vocab: list[str], vocab_size: int, min_pair_count: int, index: 
 
 def train_wordpiece(texts: list[str], vocab_size: int):
     """A `BertTokenizerFast` whose WordPiece vocabulary is learned from `texts` (same texts -> same vocab)."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import BertTokenizerFast
 
