@@ -32,6 +32,25 @@ def data_root() -> Path:
     return resolve_data_root(None)
 
 
+@pytest.fixture(scope="session")
+def small_corpus(data_root) -> dict:
+    """40 real articles, a 600-token tokenizer and their 64-token blocks (packed and padded), for loop tests."""
+    from workers.corpus import encode, pack_blocks, truncate_articles
+    from workers.data import pretraining_articles
+    from workers.pretrain import SpecialIds
+    from workers.tokenizer import train_wordpiece
+
+    articles = pretraining_articles(data_root, 40, order_seed=0)
+    tokenizer = train_wordpiece(articles, 600)
+    special = SpecialIds.of(tokenizer)
+    raw = encode(tokenizer, articles, special=False)
+    return {
+        "articles": articles, "special": special, "tokenizer": tokenizer, "raw": raw,
+        "packed": pack_blocks(raw, 64, special.cls, special.sep, special.pad),
+        "padded": truncate_articles(encode(tokenizer, articles, max_length=64), 64, special.pad),
+    }
+
+
 @pytest.fixture
 def ray_local():
     """A real in-process Ray with 2 CPUs (address="local": never joins a stray cluster); shut down after."""

@@ -26,7 +26,6 @@ from orchestrator.config import load_config
 from orchestrator.plan import auto_members_per_actor, group_specs, member_specs
 from orchestrator.rundir import RunLayout
 from workers import checkpoint
-from workers.corpus import encode, pack_blocks, truncate_articles
 from workers.groups import GroupMember, StackedMLM, group_optimizer, group_train_step, member_training_bytes, pretrain_group
 from workers.models import ModelSettings, bert_config, build_mlm, init_from_streams
 from workers.pretrain import RESUME_KEYS, PretrainSettings, SpecialIds, pretrain
@@ -35,18 +34,8 @@ FP32 = ("pretrain.precision=fp32", "finetune.precision=fp32")
 
 
 @pytest.fixture(scope="module")
-def corpus(data_root):
-    from workers.data import pretraining_articles
-    from workers.tokenizer import train_wordpiece
-
-    articles = pretraining_articles(data_root, 40, order_seed=0)
-    tokenizer = train_wordpiece(articles, 600)
-    special = SpecialIds.of(tokenizer)
-    return {
-        "special": special,
-        "packed": pack_blocks(encode(tokenizer, articles, special=False), 64, special.cls, special.sep, special.pad),
-        "padded": truncate_articles(encode(tokenizer, articles, max_length=64), 64, special.pad),
-    }
+def corpus(small_corpus):
+    return small_corpus
 
 
 def member_mlm(special: SpecialIds, seed: int, dropout: float = 0.1, layers: int = 1):

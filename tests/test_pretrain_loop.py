@@ -22,20 +22,8 @@ from workers.seeds import torch_generator
 
 
 @pytest.fixture(scope="module")
-def corpus(data_root):
-    from workers.data import pretraining_articles
-    from workers.tokenizer import train_wordpiece
-
-    articles = pretraining_articles(data_root, 40, order_seed=0)
-    tokenizer = train_wordpiece(articles, 600)
-    special = SpecialIds.of(tokenizer)
-    return {
-        "articles": articles,
-        "special": special,
-        "tokenizer": tokenizer,
-        "raw": encode(tokenizer, articles, special=False),
-        "truncated": truncate_articles(encode(tokenizer, articles, max_length=64), 64, special.pad),
-    }
+def corpus(small_corpus):
+    return small_corpus
 
 
 def tiny_mlm(special: SpecialIds, seed: int = 0):
@@ -66,7 +54,7 @@ def test_mlm_loss_equals_reference_loss(corpus):
 
 def test_loss_curves_match_on_same_data_and_seed(corpus):
     """Both loops train on the same padded batches with the same masks, dropout and optimizer."""
-    special, blocks = corpus["special"], corpus["truncated"]
+    special, blocks = corpus["special"], corpus["padded"]
     curves = {}
     for name in ("member", "reference"):
         s = settings()
