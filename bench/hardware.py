@@ -10,37 +10,26 @@ from __future__ import annotations
 
 import os
 
-from workers.precision import cpu_bf16_flags, cpu_model  # the probe precision: auto uses
+from workers.precision import cpu_model, native_bf16, probe, resolve  # what precision: auto uses
 
-def _cpu_bf16_reason(flags: list[str] | None) -> tuple[bool | None, str]:
-    if flags is None:
-        return None, "the CPU's flags could not be read (no /proc/cpuinfo): whether bf16 is native is unknown"
-    if "amx_bf16" in flags:
-        return True, "the CPU has AMX: bf16 matmuls run on its tile units, several times the fp32 rate"
-    if "avx512_bf16" in flags:
-        return True, "the CPU has AVX-512 BF16 but no AMX: bf16 dot products are native, in vector units"
-    return False, ("the CPU has neither AMX nor AVX-512 BF16: bf16 autocast is emulated here and slower "
-                   "than fp32 (--precision fp32 measures the faster path)")
+def precision_report(device: str, setting: str) -> dict:
+    """The precisions the loops run in and why, resolved as a member resolves `precision:`.
 
-
-def precision_report(device: str, precision: str) -> dict:
-    """The precisions the loops run in and why.
-
-    {"member", "reference", "native_bf16" (None: unknown), "bf16_flags" (CPU), "hardware", "why"}.
+    `setting` is `--precision` (auto, bf16 or fp32); `auto` takes bf16 where the hardware runs it
+    natively and fp32 elsewhere (`workers.precision`, the probe and rule every member uses).
+    {"setting", "member", "reference", "native_bf16", "bf16_flags" (CPU), "hardware", "why"}.
     """
-    import torch
-
-    if device == "cuda":
-        native = bool(torch.cuda.is_bf16_supported())
-        flags = None
-        hardware = f"{torch.cuda.get_device_name()} {'runs bf16 natively' if native else 'emulates bf16'}"
-    else:
-        flags = cpu_bf16_flags()
-        native, hardware = _cpu_bf16_reason(flags)
-    chosen = ("the member loop runs bf16 as --precision asks (as the shipped configs train; the member-loop "
-              "fp32 row shows the config default)") if precision == "bf16" else "the member loop runs fp32 (--precision fp32)"
-    return {"member": precision, "reference": "fp32", "native_bf16": native, "bf16_flags": flags,
-            "hardware": hardware, "why": f"{chosen}; the reference runs fp32 as the authors' loop does; {hardware}"}
+    capability = probe(device)
+    choice = resolve(setting, capability)
+    native, hardware = native_bf16(capability)
+    asked = "--precision auto" if setting == "auto" else f"--precision {setting}"
+    why = (f"the member loop, fine-tuning and prediction run {choice.precision} ({asked}: {hardware}); "
+           "the reference runs fp32 as the authors' loop does")
+    if setting == "bf16" and not native:
+        why += "; bf16 is emulated here and slower than fp32 (--precision auto or fp32 measures the faster path)"
+    return {"setting": setting, "member": choice.precision, "reference": "fp32", "native_bf16": native,
+            "bf16_flags": list(capability.cpu_bf16_flags) if capability.cpu_bf16_flags is not None else None,
+            "hardware": hardware, "why": why}
 
 
 def machine_report(device: str, threads: int, peak: dict) -> dict:

@@ -53,7 +53,7 @@ class BenchOptions:
     model: str = "bert1"
     quick: bool = False
     device: str = "cpu"
-    precision: str = "bf16"  # the member loop's precision (the reference runs fp32)
+    precision: str = "auto"  # the member loop's: auto (bf16 where native, else fp32), bf16 or fp32; reference fp32
     members: int = 6
     workers: int = 2  # Ray worker processes of 1 CPU each (CPU) / fractional-GPU actors = members (CUDA)
     threads: int | None = None  # torch threads in this process; default: all cores
@@ -69,8 +69,8 @@ def check_options(opts: BenchOptions) -> None:
         raise ConfigError(f"--model {opts.model!r} is not one of {', '.join(MODELS)}")
     if opts.device not in ("cpu", "cuda"):
         raise ConfigError(f"--device {opts.device!r}: use cpu or cuda")
-    if opts.precision not in ("bf16", "fp32"):
-        raise ConfigError(f"--precision {opts.precision!r}: use bf16 or fp32")
+    if opts.precision not in ("auto", "bf16", "fp32"):
+        raise ConfigError(f"--precision {opts.precision!r}: use auto, bf16 or fp32")
 
 
 def sizes_for(opts: BenchOptions) -> Sizes:

@@ -51,8 +51,7 @@ def _header(r: dict) -> list[str]:
         f"vocab {m['vocab']:,}, seq {m['seq_len']}, batch {m['batch_size']}; member {m['member_parameters']:,} "
         f"parameters), device {mach['device']} ({mach['torch_threads']} torch threads)",
         f"machine: {mach['device_name']}, {mach['cpu_cores']} cores, torch {mach['torch']}",
-        f"precision: member loop {prec['member']} (--precision), reference {prec['reference']} (the authors'); "
-        f"{prec['hardware']}",
+        f"precision: {prec['why']}",
     ]
     peak = (f"matmul peak measured in this run (GFLOP/s): alone fp32 {_gflops(mach['peak_flops_fp32'])}, "
             f"bf16 {_gflops(mach['peak_flops_bf16'])}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from bench.hardware import machine_report, precision_report
 from bench.options import BATCH_SIZE, MODELS, NUM_LABELS, SEQ_LEN, BenchOptions, check_options, sizes_for
@@ -95,8 +95,8 @@ def run_bench(opts: BenchOptions, echo=print) -> dict:
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
     precision = precision_report(opts.device, opts.precision)
-    if opts.precision == "bf16" and precision["native_bf16"] is False:
-        echo(f"note: {precision['hardware']}")
+    echo(f"precision: {precision['why']}")
+    opts = replace(opts, precision=precision["member"])  # every section runs what the setting resolved to
     prep = prepare(opts, sizes, echo)
     peak = measure_peak(opts.device, opts.quick)
     result: dict = {"command": "committee bench", "options": asdict(opts),

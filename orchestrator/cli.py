@@ -53,16 +53,44 @@ def user_errors(fn):
 
 
 _RESUMABLE: list[Path] = []  # the run directory a command works in, once it has one
+_RESUME_COMMAND: list[str] = []  # the command that continues it (default: committee run)
 
 
 def _resume_hint() -> str:
     run_dir = _RESUMABLE[-1] if _RESUMABLE else None
     if run_dir is None or not (run_dir / "config.yaml").is_file():
         return ""
-    return f"; members were stopped. Continue with: committee run --resume {shlex.quote(str(run_dir))}"
+    command = _RESUME_COMMAND[-1] if _RESUME_COMMAND else "committee run"
+    return f"; members were stopped. Continue with: {command} --resume {shlex.quote(str(run_dir))}"
 
 
 OVERRIDES = typer.Argument(None, help="dotted overrides, e.g. committee.members=8 pretrain.max_steps=200")
+
+
+def _config_and_overrides(command: str, config: str | None, overrides: list[str] | None, run_dir: Path | None,
+                          overwrite: bool, resume: Path | None, check=None) -> tuple[str, list[str]]:
+    """The config file and overrides of `committee COMMAND`: with --resume the run's own config.yaml unless a
+    file is given (a first argument with '=' that is no file is an override); `check(resume)` vets the run
+    directory before its config is read."""
+    overrides = list(overrides or [])
+    if resume is None:
+        if config is None:
+            raise CommitteeError(f"give a config YAML (committee {command} CONFIG), or --resume RUN_DIR")
+        return config, overrides
+    if run_dir is not None and run_dir != resume:
+        raise CommitteeError("--resume RUN_DIR continues that run directory; leave out --run-dir")
+    if overwrite:
+        raise CommitteeError("--resume keeps the run directory; it cannot be combined with --overwrite")
+    if check is not None:
+        check(resume)
+    if config is not None and "=" in config and not Path(config).is_file():
+        overrides.insert(0, config)  # `committee COMMAND --resume DIR key=value`: no config given
+        config = None
+    return config or str(resume / "config.yaml"), overrides
+
+
+def _target(name: str, run_dir: Path | None, resume: Path | None) -> Path:
+    return resume if resume is not None else (run_dir if run_dir is not None else Path("runs") / name)
 
 
 @app.command()
@@ -84,20 +112,9 @@ def run(
     from orchestrator.config import load_config
     from orchestrator.driver import run_experiment
 
-    overrides = list(overrides or [])
-    if resume is not None:
-        if run_dir is not None and run_dir != resume:
-            raise CommitteeError("--resume RUN_DIR continues that run directory; leave out --run-dir")
-        if overwrite:
-            raise CommitteeError("--resume keeps the run directory; it cannot be combined with --overwrite")
-        if config is not None and "=" in config and not Path(config).is_file():
-            overrides.insert(0, config)  # `committee run --resume DIR key=value`: no config given
-            config = None
-        config = config or str(resume / "config.yaml")
-    elif config is None:
-        raise CommitteeError("give an experiment YAML (committee run CONFIG), or --resume RUN_DIR")
+    config, overrides = _config_and_overrides("run", config, overrides, run_dir, overwrite, resume)
     cfg = load_config(config, overrides)
-    target = resume if resume is not None else (run_dir if run_dir is not None else Path("runs") / cfg.name)
+    target = _target(cfg.name, run_dir, resume)
     _RESUMABLE.append(target)
     command = "committee run " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     run_experiment(cfg, target, address=address, overwrite=overwrite, command=command, echo=typer.echo,
@@ -107,8 +124,9 @@ def run(
 @app.command()
 @user_errors
 def distill(
-    config: str = typer.Argument(..., help="distill YAML: an experiment plus a distill: section "
-                                           "(see configs/distill_*.yaml)"),
+    config: Optional[str] = typer.Argument(None, help="distill YAML: an experiment plus a distill: section (see "
+                                           "configs/distill_*.yaml); with --resume it may be left out (the run's "
+                                           "own config.yaml is used)"),
     overrides: Optional[List[str]] = OVERRIDES,
     from_run: Optional[Path] = typer.Option(None, "--from-run", help="a finished `committee run` directory: use its "
                                             "members, tokenizer and task split (no member is trained)"),
@@ -116,16 +134,23 @@ def distill(
     address: Optional[str] = typer.Option(None, "--address", help="an existing Ray cluster (as for `committee run`); "
                                           "absent: Ray starts in-process"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing run directory"),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="continue the stopped distillation in RUN_DIR: "
+                                          "finished members, distilled sets, recover tasks and students are kept, "
+                                          "the rest runs; only resources.* may be overridden"),
 ):
     """Distil the training set with the committee (CV-DD) and train fresh students on the distilled sets."""
-    from orchestrator.config import load_distill_config
-    from orchestrator.distill import distill_experiment
+    from orchestrator.config_distill import load_distill_config
+    from orchestrator.distill import check_resumable, distill_experiment
 
-    cfg = load_distill_config(config, list(overrides or []))
-    target = run_dir if run_dir is not None else Path("runs") / cfg.name
+    config, overrides = _config_and_overrides("distill", config, overrides, run_dir, overwrite, resume,
+                                              check=check_resumable)
+    cfg = load_distill_config(config, overrides)
+    target = _target(cfg.name, run_dir, resume)
+    _RESUMABLE.append(target)
+    _RESUME_COMMAND.append("committee distill")
     command = "committee distill " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    distill_experiment(cfg, target, from_run=from_run, address=address, overwrite=overwrite, command=command,
-                       echo=typer.echo)
+    distill_experiment(cfg, target, from_run=from_run, address=address, overwrite=overwrite,
+                       resume=resume is not None, command=command, echo=typer.echo)
 
 
 @app.command()
@@ -135,7 +160,8 @@ def validate(config: Path = typer.Argument(..., help="experiment YAML"), overrid
     section = _section_of(config)
     if section == "sweep":
         return _validate_sweep(config, overrides or [])
-    from orchestrator.config import load_config, load_distill_config
+    from orchestrator.config import load_config
+    from orchestrator.config_distill import load_distill_config
     from orchestrator.prepare import check_data
 
     if section == "distill":
@@ -152,14 +178,14 @@ def validate(config: Path = typer.Argument(..., help="experiment YAML"), overrid
 
 def _section_of(config: Path) -> str | None:
     """"sweep" or "distill" when the file has that command's section, else None (a run config)."""
-    from orchestrator.config import load_raw
+    from orchestrator.config_yaml import load_raw
 
     raw = load_raw(config)
     return next((name for name in ("sweep", "distill") if name in raw), None)
 
 
 def _validate_sweep(config: Path, overrides: list[str]) -> None:
-    from orchestrator.config import load_sweep_config
+    from orchestrator.config_sweep import load_sweep_config
     from orchestrator.sweep import check_sweep
     from orchestrator.sweep_space import with_reference_tokenizer
 
@@ -185,7 +211,7 @@ def sweep(
 ):
     """Sweep config points on Ray Tune: each trial pre-trains one member and fine-tunes it beside its scratch
     twin; per point: mean gap with a 95% interval over seeds, the committees' vote, overlap and size."""
-    from orchestrator.config import load_sweep_config
+    from orchestrator.config_sweep import load_sweep_config
     from orchestrator.sweep import run_sweep
 
     if resume and overwrite:
@@ -209,7 +235,7 @@ def predict(
     soft-label vector and member agreement; with labels in INPUT, the committee's accuracy too."""
     import json
 
-    from workers.data import label_ids_for, predict_inputs
+    from workers.predict_inputs import label_ids_for, predict_inputs
     from workers.voting import RULES
 
     if rule not in RULES:
@@ -237,7 +263,8 @@ def predict(
 
 def committee_task(run_dir: Path):
     """The task section of a run's config.yaml (what a predict INPUT is read as)."""
-    from orchestrator.config import load_raw, validate_dict
+    from orchestrator.config import validate_dict
+    from orchestrator.config_yaml import load_raw
 
     raw = load_raw(run_dir / "config.yaml")
     raw.pop("distill", None)
@@ -262,7 +289,8 @@ def bench(
     quick: bool = typer.Option(False, "--quick", help="a short run to check that everything works (about a minute)"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="also write the results as JSON here"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
-    precision: str = typer.Option("bf16", "--precision", help="the member loop's precision: bf16 or fp32"),
+    precision: str = typer.Option("auto", "--precision", help="the member loop's precision: auto (bf16 where the "
+                                  "hardware runs it natively, else fp32), bf16 or fp32"),
     members: int = typer.Option(6, "--members", min=1, help="committee size K"),
     workers: int = typer.Option(2, "--workers", min=1, help="Ray worker processes of 1 CPU (scaling, serving)"),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="default: $COMMITTEE_DATA or ../shared/data"),
@@ -274,8 +302,8 @@ def bench(
     from bench.report import format_table, write_json
     from bench.run import run_bench
 
-    if device not in ("cpu", "cuda") or precision not in ("bf16", "fp32"):
-        raise typer.BadParameter("--device is cpu or cuda; --precision is bf16 or fp32")
+    if device not in ("cpu", "cuda") or precision not in ("auto", "bf16", "fp32"):
+        raise typer.BadParameter("--device is cpu or cuda; --precision is auto, bf16 or fp32")
     opts = BenchOptions(model=model or ("tiny" if quick else "bert1"), quick=quick, device=device,
                         precision=precision, members=members, workers=workers, data_root=data_root,
                         cache_dir=cache_dir, tokenizer=tokenizer)

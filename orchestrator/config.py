@@ -2,16 +2,17 @@
 
 `load_config(path, ["committee.members=8", "pretrain.max_steps=200"])` returns a validated
 `ExperimentConfig`; any unknown key, wrong type or out-of-range value raises `ConfigError` naming the
-dotted key. The same override code serves the CLI and Tune trials (`apply_overrides`).
+dotted key. The same override code serves the CLI and Tune trials (`orchestrator.config_yaml.apply_overrides`).
 
 Types are strict: an int field takes only a YAML integer (not `true`, not `2.5`), a float field takes an
-integer or a float (not a boolean). Config files are read with `_ConfigLoader`, which refuses duplicate keys
-and anchors/aliases (so loading and validation stay bounded) and reads `1e-3` as a float.
+integer or a float (not a boolean). Config files are read by `orchestrator.config_yaml`, which refuses duplicate
+keys and anchors/aliases (so loading and validation stay bounded) and reads `1e-3` as a float.
+Commands with a section of their own: `orchestrator.config_distill` (`distill:`), `orchestrator.config_sweep`
+(`sweep:`); `orchestrator.config_reference` writes the config reference (`python -m orchestrator.config`).
 """
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,6 +20,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from orchestrator.config_errors import format_validation
+from orchestrator.config_yaml import PlainDumper, apply_overrides, load_raw
 from workers.errors import ConfigError
 
 
@@ -164,6 +167,11 @@ class PretrainConfig(_Strict):
     )
     checkpoint_every: int = Field(100, ge=1, description="steps between member checkpoints")
     log_every: int = Field(10, ge=1, description="steps between progress reports")
+    compile: bool = Field(
+        False, description="the pre-training forward pass and loss through torch.compile (inductor), members and "
+        "stacked groups alike; pays on a GPU, where a 1-layer member is launch-bound; on a CPU it needs a C++ "
+        "compiler and about a minute per graph"
+    )
 
 
 class FinetuneConfig(_Strict):
@@ -220,8 +228,8 @@ class StorageConfig(_Strict):
         None, pattern=r"^([a-z][a-z0-9+.-]*://|/)",
         description="where member checkpoints, weights and results go: null = <run dir>/members (on several "
         "nodes the run dir must be a path every node sees); an absolute shared path or a pyarrow.fs URI "
-        "(s3://bucket/prefix, gs://..., file:///...) = <uri>/<run dir name>/members, and the report is copied "
-        "to <uri>/<run dir name> at the end"
+        "(s3://bucket/prefix, gs://..., file:///...) = <uri>/<run dir name>/members, and the report, metrics "
+        "and TensorBoard files (a distillation's report and sets too) are copied to <uri>/<run dir name> at the end"
     )
 
 
@@ -245,6 +253,18 @@ class ExperimentConfig(_Strict):
     resources: ResourcesConfig = ResourcesConfig()
     storage: StorageConfig = StorageConfig()
 
+    @field_validator("name", mode="before")
+    @classmethod
+    def _integer_name_as_text(cls, name: Any) -> Any:
+        """YAML reads `name: 2024` (and the override `name=2024`) as an integer; the run is meant to be named
+        "2024", so a YAML integer becomes its decimal text. Any other value that is not text is refused."""
+        if isinstance(name, int) and not isinstance(name, bool):
+            return str(name)
+        if not isinstance(name, str):
+            raise ValueError(f"run name {name!r} is {_yaml_kind(name)}, not text; give the name as text, in quotes "
+                             "where YAML would read it otherwise (e.g. name: '1.5', name: 'yes')")
+        return name
+
     @field_validator("name")
     @classmethod
     def _plain_run_name(cls, name: str) -> str:
@@ -263,78 +283,6 @@ class ExperimentConfig(_Strict):
         return self
 
 
-# ----------------------------------------------------------------------------------------------
-# `committee distill`: an experiment config plus a `distill:` section (`load_distill_config`)
-
-DISTILL_METHODS = ("random_hard", "random_single", "random_equal", "random_prior", "selected_prior", "recover",
-                   "recover_single", "full")
-# the methods whose labels or guidance come from two or more members
-COMMITTEE_METHODS = ("random_equal", "random_prior", "selected_prior", "recover")
-
-
-class StudentConfig(_Strict):
-    init: Literal["pretrained", "scratch"] = Field(
-        "pretrained", description="pretrained: the encoder of a non-member, pre-trained like a member with seed "
-        "seed + committee.members (outside the committee), head drawn per student seed; scratch: random weights"
-    )
-    num_layers: int | None = Field(None, ge=1, le=48, description="student layers; null = model.num_layers (the "
-                                   "committee's shape)")
-    seeds: int = Field(3, ge=3, le=100, description="students per distilled set (seeds distill.seed + 0..n-1): "
-                       "the report gives mean and std over them")
-    steps: int = Field(300, ge=1, description="optimizer steps of every student, whatever the size of its set; "
-                       "test accuracy is measured once, after the last step")
-    batch_size: int = Field(32, ge=1, description="examples per student step (the whole set when smaller)")
-    lr: float = Field(1e-3, gt=0.0, le=1.0, description="AdamW peak learning rate of the students")
-    weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay of the students")
-    warmup_ratio: float = Field(0.1, ge=0.0, le=1.0, description="share of student steps in linear warm-up")
-    temperature: float = Field(20.0, gt=0.0, description="T of the soft-label loss: KL divergence of the "
-                               "student's log_softmax(logits / T) from the teacher's softmax(logits / T), batchmean "
-                               "(hard labels: cross-entropy)")
-
-
-class RecoverConfig(_Strict):
-    iterations: int = Field(200, ge=1, description="Adam steps (betas 0.5, 0.9; cosine schedule) of CV-DD's recover")
-    lr: float = Field(0.25, gt=0.0, le=10.0, description="recover learning rate on the per-position token logits")
-    stats_weight: float = Field(0.01, ge=0.0, description="weight of the hidden-state mean/variance match "
-                                "against the CE term (CV-DD's r_bn)")
-    temperature: float = Field(5.0, gt=0.0, description="T of the guiding pair's weights softmax(val_accuracy% / T)")
-    init_probability: float = Field(0.9, gt=0.0, lt=1.0, description="probability a position gives its real "
-                                    "token at the start (the rest spread over the vocabulary)")
-    keep_top: int = Field(32, ge=1, description="vocabulary entries kept per position when the set is saved "
-                          "(renormalised); relabelling and students see exactly the saved set")
-    indices_per_task: int = Field(10, ge=1, description="IPC indices recovered per Ray task (tasks run in parallel)")
-
-
-class DistillConfig(_Strict):
-    ipc: list[int] = Field([1, 10, 50], min_length=1, description="examples per class of each distilled set "
-                           "(sets are nested: the first n of a larger set)")
-    methods: list[Literal[DISTILL_METHODS]] = Field(  # type: ignore[valid-type]
-        list(DISTILL_METHODS), min_length=1, description="report rows: " + ", ".join(DISTILL_METHODS)
-        + " (chance is always reported)")
-    selection: Literal["herding", "confidence"] = Field(
-        "herding", description="selected_prior's choice of real examples: herding in the members' pooled [CLS] "
-        "space, or the highest committee probability of the true class")
-    relabel_temperature: float = Field(10.0, gt=0.0, description="T of the relabel weights softmax(val_accuracy% / T)")
-    seed: int = Field(0, ge=0, le=MAX_SEED - 1000, description="seed of the random examples, guiding pairs and "
-                      "student seeds")
-    student: StudentConfig = StudentConfig()
-    recover: RecoverConfig = RecoverConfig()
-
-    @model_validator(mode="after")
-    def _distinct(self) -> "DistillConfig":
-        for key, values in (("ipc", self.ipc), ("methods", self.methods)):
-            if len(set(values)) != len(values):
-                raise ValueError(f"distill.{key} lists a value twice: {values}")
-        if any(n < 1 for n in self.ipc):
-            raise ValueError(f"distill.ipc values must be at least 1 (got {self.ipc})")
-        return self
-
-
-class DistillExperimentConfig(ExperimentConfig):
-    """A `committee distill` file: the experiment that trains (or trained) the committee, plus `distill:`."""
-
-    distill: DistillConfig = DistillConfig()
-
 
 def _run_name_problem(name: str) -> str | None:
     """Why `name` is not a plain run-directory name, or None when it is."""
@@ -351,422 +299,43 @@ def _run_name_problem(name: str) -> str | None:
     return None
 
 
-# ----------------------------------------------------------------------------------------------
-# YAML reading: no duplicate keys, no anchors or aliases
-
-
-class _RefusedYaml(yaml.YAMLError):
-    """YAML that parses but that a config refuses (duplicate key, anchor, alias); the text says where."""
-
-
-class _ConfigLoader(yaml.SafeLoader):
-    """SafeLoader for configs: duplicate keys and anchors/aliases are errors, `1e-3` is a float.
-
-    Anchors and aliases are refused as soon as the composer meets one, so a small file cannot expand into
-    a huge tree (nested aliases grow exponentially) and a config reads the same top to bottom.
-    `_key_paths` maps a mapping node to its dotted key so a duplicate is named in full.
-    """
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._key_paths: dict[int, str] = {}
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()
-        line = event.start_mark.line + 1
-        if isinstance(event, yaml.AliasEvent):
-            raise _RefusedYaml(f"line {line}: alias '*{event.anchor}' - anchors and aliases are not allowed in "
-                               "configs; write the value out in full")
-        if getattr(event, "anchor", None) is not None:
-            raise _RefusedYaml(f"line {line}: anchor '&{event.anchor}' - anchors and aliases are not allowed in "
-                               "configs; write the value out in full")
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        self._check_keys(node)
-        return super().construct_mapping(node, deep=deep)
-
-    def _check_keys(self, node: yaml.MappingNode) -> None:
-        """Refuse a key seen twice in one mapping (naming both lines) and `<<` merge keys."""
-        prefix = self._key_paths.get(id(node), "")
-        first_line: dict[Any, int] = {}
-        for key_node, value_node in node.value:
-            line = key_node.start_mark.line + 1
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                raise _RefusedYaml(f"line {line}: merge key '<<' is not allowed in configs; write the keys out")
-            key = self.construct_object(key_node, deep=True)
-            try:
-                seen = first_line.get(key)
-            except TypeError:  # an unhashable key: SafeConstructor reports it
-                continue
-            dotted = f"{prefix}{key}"
-            if seen is not None:
-                raise _RefusedYaml(f"duplicate key '{dotted}' on line {seen} and line {line}; keep one")
-            first_line[key] = line
-            self._key_paths[id(value_node)] = dotted + "."
-
-
-# YAML 1.1 reads `1e-3` (no dot) as a string; a config means the number, as YAML 1.2 does.
-_ConfigLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+.0123456789"),
-)
-
-
-def _yaml_load(text: str) -> Any:
-    """Parse `text` with `_ConfigLoader` (raises yaml.YAMLError, `_RefusedYaml` included)."""
-    loader = _ConfigLoader(text)
-    try:
-        return loader.get_single_data()
-    finally:
-        loader.dispose()
-
-
-# ----------------------------------------------------------------------------------------------
-# loading, overrides, errors
-
-
-def _parse_value(item: str, text: str) -> Any:
-    """A command-line value, parsed as YAML: `8` -> 8, `true` -> True, `null` -> None, `a` -> 'a'.
-
-    Text that is not YAML stays a string (validation then names the key); refused YAML is an error.
-    """
-    try:
-        return _yaml_load(text)
-    except _RefusedYaml as exc:
-        raise ConfigError(f"override '{item}': {exc}") from None
-    except yaml.YAMLError:
-        return text
-
-
-def _model_for(path: list[str], root: type[BaseModel] = ExperimentConfig) -> type[BaseModel] | None:
-    model: type[BaseModel] = root
-    for key in path:
-        field = model.model_fields.get(key)
-        if field is None:
-            return None
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            model = ann
-        else:
-            return None
-    return model
-
-
-def _unknown_key_message(dotted: str, root: type[BaseModel] = ExperimentConfig) -> str:
-    parts = dotted.split(".")
-    parent = _model_for(parts[:-1], root)
-    valid = sorted(parent.model_fields) if parent else []
-    hint = difflib.get_close_matches(parts[-1], valid, n=1)
-    msg = f"unknown config key '{dotted}'"
-    if hint:
-        msg += f" (did you mean '{'.'.join(parts[:-1] + hint)}'?)"
-    if valid:
-        where = ".".join(parts[:-1]) or "the top level"
-        msg += f"; valid keys in {where}: {', '.join(valid)}"
-    if parts[0] == "distill" and "distill" not in root.model_fields:
-        msg += "; a distill: section is read by `committee distill CONFIG`, not by this command"
-    if parts[0] == "sweep" and "sweep" not in root.model_fields:
-        msg += "; a sweep: section is read by `committee sweep CONFIG`, not by this command"
-    return msg
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a copy of `raw` with each `a.b.c=value` applied (the value parsed as YAML)."""
-    out = _deep_copy(raw)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' is not KEY=VALUE (e.g. committee.members=8)")
-        dotted, text = item.split("=", 1)
-        dotted = dotted.strip()
-        if not dotted:
-            raise ConfigError(f"override '{item}' has an empty key")
-        set_dotted(out, dotted, _parse_value(item, text))
-    return out
-
-
-def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
-    node = raw
-    parts = dotted.split(".")
-    for key in parts[:-1]:
-        child = node.setdefault(key, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"config key '{dotted}': '{key}' is a value, not a section")
-        node = child
-    node[parts[-1]] = value
-
-
-def _deep_copy(raw: Any) -> Any:
-    if isinstance(raw, dict):
-        return {k: _deep_copy(v) for k, v in raw.items()}
-    if isinstance(raw, list):
-        return [_deep_copy(v) for v in raw]
-    return raw
+def _yaml_kind(value: Any) -> str:
+    """What YAML made of a value, in words, for an error message ("a boolean", "a list", ...)."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, float):
+        return "a float"
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__}"
 
 
 def validate_dict(raw: dict[str, Any], source: str = "config",
                   model: type[ExperimentConfig] = ExperimentConfig) -> ExperimentConfig:
+    """`raw` validated as `model` (an `ExperimentConfig`, or a subclass with a command's own section); every
+    error is reported in one `ConfigError` naming its dotted key and `source`."""
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_validation(exc, source, model)) from None
-
-
-def _format_validation(exc: ValidationError, source: str, root: type[BaseModel] = ExperimentConfig) -> str:
-    """One line per error, each naming the dotted key; our own validators' messages already quote the value."""
-    lines = [f"invalid {source}:"]
-    for err in exc.errors():
-        dotted = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            lines.append(f"  - {_unknown_key_message(dotted, root)}")
-        elif err["type"] == "value_error":
-            lines.append(f"  - {dotted or 'config'}: {err['ctx']['error']}")
-        else:
-            got = err.get("input")
-            got_text = "" if isinstance(got, dict) else f" (got {got!r})"
-            where = dotted or "config"
-            lines.append(f"  - {where}: {err['msg']}{got_text}")
-    return "\n".join(lines)
-
-
-def load_raw(path: str | Path) -> dict[str, Any]:
-    """The config file's mapping, as parsed: refused when not YAML, not a non-empty mapping, or when it
-    repeats a key or uses anchors/aliases (an empty file would otherwise mean "all defaults")."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        raw = _yaml_load(path.read_text())
-    except _RefusedYaml as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict) or not raw:
-        got = "an empty mapping" if isinstance(raw, dict) else f"{raw!r}"
-        raise ConfigError(f"{path} must be a non-empty mapping of config keys (got {got}); see configs/ "
-                          "for examples")
-    return raw
+        raise ConfigError(format_validation(exc, source, model)) from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """The experiment config in the YAML file at `path`, with `KEY=VALUE` overrides applied, validated."""
     raw = apply_overrides(load_raw(path), overrides or [])
     return validate_dict(raw, source=str(path))
 
 
-# ----------------------------------------------------------------------------------------------
-# sweeps (`committee sweep`): an experiment config plus a `sweep:` section
-
-SPACE_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
-# keys a sweep point cannot change: the committee of a point is its seeds, a sweep trains no deep model,
-# and every trial gets the same resources and storage
-SWEEP_FIXED_KEYS = ("name", "committee.members", "committee.scratch", "deep.", "resources.", "storage.")
-SWEEP_CORPUS_PREFIX = "sweep.corpus."
-
-
-class SpaceDomain(_Strict):
-    """One dimension of a sweep's space: exactly one of the keys below."""
-
-    grid: list[Any] | None = Field(None, min_length=1, description="every value, in order (search grid or random)")
-    choice: list[Any] | None = Field(None, min_length=1, description="one value drawn per point (random, optuna)")
-    uniform: list[float] | None = Field(None, min_length=2, max_length=2, description="[lo, hi]")
-    loguniform: list[float] | None = Field(None, min_length=2, max_length=2, description="[lo, hi], lo > 0")
-    randint: list[int] | None = Field(None, min_length=2, max_length=2, description="[lo, hi): hi excluded")
-
-    @model_validator(mode="after")
-    def _one_kind_with_ordered_bounds(self) -> "SpaceDomain":
-        given = [kind for kind in SPACE_KINDS if getattr(self, kind) is not None]
-        if len(given) != 1:
-            raise ValueError(f"give exactly one of {', '.join(SPACE_KINDS)} (got {', '.join(given) or 'none'})")
-        bounds = self.uniform or self.loguniform or self.randint
-        if bounds is not None and not bounds[0] < bounds[1]:
-            raise ValueError(f"{given[0]} needs [lo, hi] with lo < hi (got {bounds})")
-        if self.loguniform is not None and self.loguniform[0] <= 0:
-            raise ValueError(f"loguniform needs lo > 0 (got {self.loguniform})")
-        return self
-
-    @property
-    def kind(self) -> str:
-        return next(kind for kind in SPACE_KINDS if getattr(self, kind) is not None)
-
-    @property
-    def bounds(self) -> list:
-        return getattr(self, self.kind)
-
-
-class SweepCorpusConfig(_Strict):
-    source: Literal["seeded", "ranked", "task_mix"] = Field(
-        "seeded", description="seeded: the first pretrain.articles articles of the seeded order; ranked: a window "
-        "of articles ranked by task-word density; task_mix: task training text mixed into seeded articles")
-    tokens: int | None = Field(None, ge=1000, description="ranked / task_mix: the corpus size in tokens of the "
-                                                          "sweep's tokenizer (the same at every overlap level)")
-    rank_quantile: float = Field(0.0, ge=0.0, le=1.0, description="ranked: where the window starts in the ranking "
-                                                                  "(0: articles richest in task words, 1: poorest)")
-    task_share: float = Field(0.0, ge=0.0, le=1.0, description="task_mix: share of the tokens from the task's "
-                                                               "training text (never validation or test text)")
-    pool_articles: int | None = Field(None, ge=1, description="ranked / task_mix: articles to draw from (the first "
-                                                              "N of the seeded order); null = all")
-
-    @model_validator(mode="after")
-    def _size_for_controlled_corpora(self) -> "SweepCorpusConfig":
-        if self.source != "seeded" and self.tokens is None:
-            raise ValueError(f"source {self.source} needs tokens (the corpus size every overlap level shares)")
-        return self
-
-
-class SweepSection(_Strict):
-    space: dict[str, SpaceDomain] = Field(
-        {}, description="dotted config keys (or sweep.corpus.*) -> grid/choice/uniform/"
-        "loguniform/randint")
-    seeds: int = Field(3, ge=1, le=1024, description="paired members per point: member i (seed = base seed + i) "
-                                                      "and its scratch twin, i < seeds")
-    search: Literal["grid", "random", "optuna"] = Field(
-        "grid", description="grid: every combination of grid values; random: num_samples draws; optuna: Tune's "
-        "OptunaSearch (pip install optuna)")
-    num_samples: int = Field(1, ge=1, description="random / optuna: points drawn (random: per grid combination)")
-    max_concurrent_trials: int | None = Field(None, ge=1, description="trials at once; null = as many as fit")
-    scheduler: Literal["none", "asha"] = Field("none", description="asha: stop poor trials at fine-tuning epochs")
-    metric: Literal["val_gap", "val_accuracy", "scratch_val_accuracy"] = Field(
-        "val_gap", description="what ASHA and the search optimise (validation only): pre-trained minus scratch "
-        "accuracy, or either arm's accuracy")
-    mode: Literal["max", "min"] = Field("max", description="maximise or minimise the metric")
-    grace_epochs: int = Field(1, ge=1, description="asha: fine-tuning epochs every trial gets")
-    reduction_factor: int = Field(2, ge=2, description="asha: 1 in reduction_factor trials goes on at a rung")
-    budget: Literal["steps", "tokens", "epochs"] = Field(
-        "steps", description="pre-training per member: steps: pretrain.max_steps of the point; tokens: "
-        "pretrain_tokens at every point whatever its batch, sequence length or corpus (same compute, more data "
-        "repeats less); epochs: pretrain_epochs passes over its own corpus (more data, more tokens)")
-    pretrain_tokens: int | None = Field(
-        None, ge=1, description="budget tokens: token positions per member (steps = tokens / (batch_size x "
-        "seq_len)); null = the base config's max_steps x batch_size x seq_len")
-    pretrain_epochs: float = Field(1.0, gt=0.0, description="budget epochs: passes over the pre-training blocks")
-    max_failures: int = Field(1, ge=0, description="retries of a failed trial (it resumes from its checkpoints)")
-    corpus: SweepCorpusConfig = SweepCorpusConfig()
-
-
-class SweepConfig(_Strict):
-    """A sweep file: the experiment every point starts from, and how points are made."""
-
-    experiment: ExperimentConfig
-    sweep: SweepSection
-
-
-def _sweep_space_overrides(raw: dict[str, Any], overrides: list[str]) -> list[str]:
-    """Apply `sweep.space.<dotted key>.<kind>=VALUE` (the key has dots of its own); return the other overrides."""
-    rest = []
-    for item in overrides:
-        dotted, _, text = item.partition("=")
-        if not dotted.strip().startswith("sweep.space.") or "=" not in item:
-            rest.append(item)
-            continue
-        key, _, kind = dotted.strip()[len("sweep.space."):].rpartition(".")
-        if not key or kind not in SPACE_KINDS:
-            raise ConfigError(f"override '{item}': write sweep.space.<config key>.<{'|'.join(SPACE_KINDS)}>=VALUE, "
-                              "e.g. sweep.space.pretrain.articles.grid=[100,400]")
-        space = raw.setdefault("sweep", {}).setdefault("space", {})
-        if not isinstance(space, dict):
-            raise ConfigError("sweep.space must be a mapping of config keys to domains")
-        space[key] = {kind: _parse_value(item, text)}
-    return rest
-
-
-def check_space_key(dotted: str) -> None:
-    """A space key must be a leaf of the experiment config (or of sweep.corpus) that a point may change."""
-    if dotted.startswith(SWEEP_CORPUS_PREFIX):
-        leaf = dotted[len(SWEEP_CORPUS_PREFIX):]
-        if leaf not in SweepCorpusConfig.model_fields:
-            hint = difflib.get_close_matches(leaf, list(SweepCorpusConfig.model_fields), n=1)
-            raise ConfigError(f"sweep.space: unknown key '{dotted}'" + (f" (did you mean '{SWEEP_CORPUS_PREFIX}"
-                              f"{hint[0]}'?)" if hint else "") + f"; sweep.corpus keys: "
-                              f"{', '.join(SweepCorpusConfig.model_fields)}")
-        return
-    parts = dotted.split(".")
-    parent = _model_for(parts[:-1])
-    if parent is None or parts[-1] not in parent.model_fields:
-        raise ConfigError(f"sweep.space: {_unknown_key_message(dotted)}")
-    section = _model_for(parts)
-    if section is not None:
-        raise ConfigError(f"sweep.space: '{dotted}' is a section, not a value; vary one of its keys: "
-                          f"{', '.join(f'{dotted}.{k}' for k in section.model_fields)}")
-    if dotted.startswith(SWEEP_FIXED_KEYS):
-        raise ConfigError(f"sweep.space: '{dotted}' cannot vary in a sweep (a point's committee is its seeds, a "
-                          "sweep trains no deep model, and every trial gets the same resources and storage); "
-                          "set it outside sweep.space")
-
-
-def load_sweep_config(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:
-    """A sweep file: the experiment part validated as `committee run` validates it, the `sweep:` section
-    with `SweepSection`, every space key checked against the experiment config."""
-    raw = load_raw(path)
-    rest = _sweep_space_overrides(raw, list(overrides or []))
-    raw = apply_overrides(raw, rest)
-    sweep_raw = raw.pop("sweep", None)
-    if not isinstance(sweep_raw, dict):
-        raise ConfigError(f"{path} has no 'sweep:' section (a mapping with at least 'space'); see "
-                          "configs/sweep_smoke.yaml, or run an experiment with `committee run`")
-    experiment = validate_dict(raw, source=str(path))
-    try:
-        section = SweepSection.model_validate(sweep_raw)
-    except ValidationError as exc:
-        lines = _format_validation(exc, f"{path}").splitlines()
-        raise ConfigError("\n".join(lines[:1] + [line.replace("  - ", "  - sweep.", 1) for line in lines[1:]])) from None
-    if not section.space:
-        raise ConfigError(f"{path}: sweep.space is empty; give at least one key to vary, e.g. "
-                          "sweep.space.pretrain.articles.grid=[100,400]")
-    for key in section.space:
-        check_space_key(key)
-    return SweepConfig(experiment=experiment, sweep=section)
-
-
-def sweep_to_yaml(cfg: SweepConfig) -> str:
-    """The resolved sweep file (experiment keys at the top level, then `sweep:`), as `load_sweep_config` reads it."""
-    raw = cfg.experiment.model_dump(mode="json")
-    raw["sweep"] = cfg.sweep.model_dump(mode="json", exclude_none=False)
-    raw["sweep"]["space"] = {key: {domain.kind: domain.bounds} for key, domain in cfg.sweep.space.items()}
-    return yaml.dump(raw, Dumper=_PlainDumper, sort_keys=False)
-
-
-def load_distill_config(path: str | Path, overrides: list[str] | None = None) -> DistillExperimentConfig:
-    """A `committee distill` config: the experiment sections plus `distill:` (`committee run` refuses that key)."""
-    raw = apply_overrides(load_raw(path), overrides or [])
-    return validate_dict(raw, source=str(path), model=DistillExperimentConfig)
-
-
-class _PlainDumper(yaml.SafeDumper):
-    """Never writes anchors/aliases, which `load_raw` refuses."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
 def to_yaml(cfg: ExperimentConfig) -> str:
     """The resolved config as YAML that `load_config` reads back to an equal config."""
-    return yaml.dump(cfg.model_dump(mode="json"), Dumper=_PlainDumper, sort_keys=False)
-
-
-def describe_fields(model: type[BaseModel] = ExperimentConfig, prefix: str = "") -> list[tuple[str, str, str]]:
-    """(dotted key, default, description) for every leaf: the README's config reference is made from it."""
-    rows = []
-    for name, field in model.model_fields.items():
-        ann = field.annotation
-        dotted = f"{prefix}{name}"
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            rows.extend(describe_fields(ann, dotted + "."))
-        else:
-            rows.append((dotted, repr(field.default), field.description or ""))
-    return rows
-
-
-def reference_table() -> str:
-    """The README's config reference, as a markdown table (`python -m orchestrator.config`)."""
-    rows = ["| key | default | meaning |", "|---|---|---|"]
-    rows += [f"| `{key}` | `{default}` | {text} |" for key, default, text in describe_fields()]
-    rows += [f"| `{key}` | `{default}` | (`committee distill`) {text} |"
-             for key, default, text in describe_fields(DistillConfig, "distill.")]
-    rows += [f"| `{key}` | `{default}` | (`committee sweep`) {text} |"
-             for key, default, text in describe_fields(SweepSection, "sweep.")]
-    return "\n".join(rows)
+    return yaml.dump(cfg.model_dump(mode="json"), Dumper=PlainDumper, sort_keys=False)
 
 
 if __name__ == "__main__":
+    from orchestrator.config_reference import reference_table  # it imports this module's sections
+
     print(reference_table())

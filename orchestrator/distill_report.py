@@ -81,11 +81,14 @@ def build(cfg, num_classes: int, train_examples: int, members: list[dict], rows:
 
 
 def write(run_dir: Path, report: dict, command: str = "") -> None:
-    """distill.json, accuracy_vs_ipc.png and distill.md into `run_dir`."""
+    """accuracy_vs_ipc.png, distill.md, then distill.json into `run_dir`: distill.json comes last and whole
+    (a temporary file renamed), so its presence says the distillation finished."""
+    from workers import checkpoint
+
     run_dir = Path(run_dir)
-    (run_dir / JSON).write_text(json.dumps(report, indent=2) + "\n")
     plot(report, run_dir / PLOT)
     (run_dir / MARKDOWN).write_text(markdown(report, run_dir, command))
+    checkpoint.write_bytes(run_dir / JSON, (json.dumps(report, indent=2) + "\n").encode())
 
 
 def plot(report: dict, path: Path) -> None:
@@ -187,6 +190,7 @@ def markdown(r: dict, run_dir: Path, command: str) -> str:
               "`decoded.parquet` (each position's most probable token, decoded).", "",
               "## Timing", "",
               f"- wall time {t['wall_s']:.0f} s: committee {t['committee_s']:.0f} s, recover "
-              f"{t.get('recover_s', 0):.0f} s, students {t['students_s']:.0f} s", "",
+              f"{t.get('recover_s', 0):.0f} s, students {t['students_s']:.0f} s"
+              + (" (the last attempt only: the distillation was resumed)" if t.get("resumed") else ""), "",
               "## Reproduce", "", "```", command or f"committee distill {run_dir}/config.yaml", "```", ""]
     return "\n".join(lines)

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator import cluster, report, rundir
-from orchestrator.config import ExperimentConfig, load_raw, to_yaml, validate_dict
+from orchestrator.config import ExperimentConfig, to_yaml, validate_dict
+from orchestrator.config_yaml import load_raw
 from orchestrator.monitor import MemberRun
 from orchestrator.plan import member_specs
 from orchestrator.prepare import Prepared, prepare
@@ -55,7 +56,8 @@ def check_resume(cfg: ExperimentConfig, run_dir: Path) -> None:
     if not saved_path.is_file():
         raise CommitteeError(f"cannot resume {run_dir}: it holds no config.yaml (not a run directory, "
                              f"or the run was killed before it started)")
-    saved = _flatten(validate_dict(load_raw(saved_path), source=str(saved_path)).model_dump(mode="json"))
+    saved_cfg = validate_dict(load_raw(saved_path), source=str(saved_path), model=type(cfg))  # a distill config too
+    saved = _flatten(saved_cfg.model_dump(mode="json"))
     now = _flatten(cfg.model_dump(mode="json"))
     changed = [k for k in now if now[k] != saved.get(k) and not k.startswith(RESUMABLE_KEYS)]
     if (now["committee.members"] != saved["committee.members"] and cfg.deep.enabled

@@ -35,7 +35,8 @@ from workers.errors import CommitteeError
 
 MARKER = ".committee-run"  # written into every run directory this tool creates
 LOCK = ".committee-lock"  # flock'ed by the driver that owns the run directory
-MIRRORED_FILES = ("config.yaml", "report.json", "report.md", "committee_curve.png", "metrics.jsonl")
+# what a run copies to storage.uri at the end (files, and folders copied file by file)
+MIRRORED_FILES = ("config.yaml", "report.json", "report.md", "committee_curve.png", "metrics.jsonl", "tensorboard")
 
 
 @dataclass(frozen=True)
@@ -100,15 +101,29 @@ class RunLayout:
         return checkpoint.join(self.member_dir(name), "checkpoints")
 
     def mirror(self, names: tuple[str, ...] = MIRRORED_FILES) -> object | None:
-        """Copy these files (by default config, report and metrics) next to the members on shared storage;
-        returns where (or None without storage.uri)."""
+        """Copy these files and folders (by default config, report, metrics and the TensorBoard event files)
+        next to the members on shared storage, at the same relative paths; returns where (or None without
+        storage.uri). A name that does not exist is skipped."""
         if self.storage_uri is None:
             return None
-        for name in names:
-            data = checkpoint.read_bytes(self.run_dir / name)
+        for relative in self._mirrored_files(names):
+            data = checkpoint.read_bytes(self.run_dir / relative)
             if data is not None:
-                checkpoint.write_bytes(checkpoint.join(self.storage_root, name), data)
+                checkpoint.write_bytes(checkpoint.join(self.storage_root, *relative.parts), data)
         return self.storage_root
+
+    def _mirrored_files(self, names: tuple[str, ...]) -> list[Path]:
+        """The files of `names` relative to the run dir: a file as it is, a folder's files at any depth, less
+        those under a name starting with "." (temporary files and sets still being written)."""
+        files = []
+        for name in names:
+            path = self.run_dir / name
+            if not path.is_dir():
+                files.append(Path(name))
+                continue
+            files += sorted(p.relative_to(self.run_dir) for p in path.rglob("*") if p.is_file()
+                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        return files
 
 
 # ----------------------------------------------------------------------------------------------

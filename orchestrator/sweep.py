@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import shutil
 import time
 from pathlib import Path
 
+import numpy as np
+
 from orchestrator import cluster, rundir, sweep_report
-from orchestrator.config import SweepConfig, load_raw, sweep_to_yaml, to_yaml
+from orchestrator.config import to_yaml
+from orchestrator.config_sweep import SweepConfig, sweep_to_yaml
+from orchestrator.config_yaml import load_raw
 from orchestrator.driver import data_root_or_none, score
 from orchestrator.prepare import check_data, task_and_corpus
 from orchestrator.sweep_data import SweepData, prepare_sweep_data
@@ -201,18 +206,46 @@ def trial_root(layout: rundir.RunLayout, trial_id: str):
     return checkpoint.join(trials_root(layout), trial_id)
 
 
-def best_point(cfg: SweepConfig, points: list[dict], rows: list[dict]) -> dict | None:
-    """The point with the best mean `sweep.metric` (validation only) over its finished seeds."""
-    scored = []
+# the accuracy each metric rests on: a gap or an accuracy means something only once that model learned the task
+LEARNED_BY = {"val_gap": "val_accuracy", "val_accuracy": "val_accuracy", "scratch_val_accuracy": "scratch_val_accuracy"}
+
+
+def chance_level(val_labels) -> dict:
+    """What validation accuracy a model reaches without learning the task (always answering its most
+    frequent class), and the bar a point must pass to count as having learned it: two binomial standard
+    errors above chance on this many validation examples."""
+    counts = np.bincount(np.asarray(val_labels, dtype=np.int64))
+    n = int(counts.sum())
+    share = float(counts.max()) / n
+    return {"chance": share, "bar": share + 2.0 * math.sqrt(share * (1.0 - share) / n), "val_examples": n}
+
+
+def best_point(cfg: SweepConfig, points: list[dict], rows: list[dict], chance: dict[str, dict]) -> dict:
+    """The point with the best mean `sweep.metric` (validation only) over its finished seeds, among the
+    points whose model learned the task: mean validation accuracy (`LEARNED_BY[metric]`) above
+    `chance[point_id]["bar"]`. Without that guard a search that scores the gap prefers a point where both
+    models sit at chance (gap 0) to every point where both learned and pre-training lost.
+
+    {"point": the best ({"point_id", "values", "metric_mean", "learned_accuracy", "seeds_done"}) or None,
+     "at_chance": [point ids left out]}.
+    """
+    learned_key = LEARNED_BY[cfg.sweep.metric]
+    scored, at_chance = [], []
     for p in points:
-        values = [r[cfg.sweep.metric] for r in rows if r["point_id"] == p["point_id"] and r["status"] == "done"]
-        if values:
-            scored.append((sum(values) / len(values), len(values), p))
+        done = [r for r in rows if r["point_id"] == p["point_id"] and r["status"] == "done"]
+        if not done:
+            continue
+        learned = sum(r[learned_key] for r in done) / len(done)
+        if learned <= chance[p["point_id"]]["bar"]:
+            at_chance.append(p["point_id"])
+            continue
+        scored.append((sum(r[cfg.sweep.metric] for r in done) / len(done), len(done), learned, p))
     if not scored:
-        return None
+        return {"point": None, "at_chance": at_chance}
     sign = 1 if cfg.sweep.mode == "max" else -1
-    mean, n, p = max(scored, key=lambda t: (sign * t[0], t[1]))
-    return {"point_id": p["point_id"], "values": p["values"], "metric_mean": mean, "seeds_done": n}
+    mean, n, learned, p = max(scored, key=lambda t: (sign * t[0], t[1]))
+    return {"point": {"point_id": p["point_id"], "values": p["values"], "metric_mean": mean,
+                      "learned_accuracy": learned, "seeds_done": n}, "at_chance": at_chance}
 
 
 def write_best_config(cfg: SweepConfig, best: dict, path: Path) -> None:
@@ -340,9 +373,16 @@ def finish(ray, cfg: SweepConfig, layout: rundir.RunLayout, grid, data: dict[str
     points = summarise(ray, cfg, layout, rows, data)
     out = sweep_report.build(report_header(cfg, rows, data), rows, points)
     if cfg.sweep.search != "grid":
-        out["best"] = best_point(cfg, points, rows)
+        chance = {p["point_id"]: chance_level(data[data_id(point_config(cfg, p["values"]))].prepared.arrays.val_labels)
+                  for p in points}
+        selection = best_point(cfg, points, rows, chance)
+        out["best"], out["best_at_chance"] = selection["point"], selection["at_chance"]
+        out["chance"] = next(iter(chance.values()), None)
         if out["best"] is not None:
             write_best_config(cfg, out["best"], layout.run_dir / "best_config.yaml")
+        else:
+            echo(f"no point's model learned the task above chance on validation ({len(selection['at_chance'])} at "
+                 f"chance): no best_config.yaml")
     sweep_report.write(layout.run_dir, out, command or f"committee sweep {layout.config} --run-dir {layout.run_dir}")
     echo(f"sweep report: {layout.run_dir / 'sweep.md'}")
     dest = layout.mirror(SWEEP_FILES)

@@ -217,11 +217,20 @@ def markdown(r: dict, command: str) -> str:
               f"- type overlap: {_corr(corr['type_overlap'])}",
               f"- occurrence overlap: {_corr(corr['occurrence_overlap'])}", "",
               "![gap against size](gap_vs_size.png)", "", "![gap against overlap](gap_vs_overlap.png)", ""]
-    if r.get("best"):
-        b = r["best"]
-        lines += ["## Best point (validation only)", "",
-                  f"{', '.join(f'`{k}={v}`' for k, v in b['values'].items())}: mean {r['metric']} "
-                  f"{b['metric_mean']:+.4f} over {b['seeds_done']} seed(s); `best_config.yaml` runs it with "
-                  f"`committee run`.", ""]
+    if "best" in r:
+        lines += ["## Best point (validation only)", ""]
+        if r["best"]:
+            b = r["best"]
+            lines += [f"{', '.join(f'`{k}={v}`' for k, v in b['values'].items())}: mean {r['metric']} "
+                      f"{b['metric_mean']:+.4f} over {b['seeds_done']} seed(s); `best_config.yaml` runs it with "
+                      f"`committee run`."]
+        else:
+            lines += ["No point's model learned the task above chance on validation, so no `best_config.yaml`."]
+        if r.get("best_at_chance"):
+            c = r["chance"]
+            lines += ["", f"Left out of the selection, their models no better than chance (mean validation accuracy "
+                          f"at most {_pct(c['bar'])}%: the most frequent class's {_pct(c['chance'])}% plus two standard "
+                          f"errors on {c['val_examples']} examples): {', '.join(r['best_at_chance'])}."]
+        lines += [""]
     lines += ["## Reproduce", "", "```", command, "```", ""]
     return "\n".join(lines)

@@ -19,15 +19,9 @@ from dataclasses import dataclass, replace
 
 from pydantic import ValidationError
 
-from orchestrator.config import (
-    SWEEP_CORPUS_PREFIX,
-    ExperimentConfig,
-    SpaceDomain,
-    SweepConfig,
-    SweepCorpusConfig,
-    set_dotted,
-    validate_dict,
-)
+from orchestrator.config import ExperimentConfig, validate_dict
+from orchestrator.config_sweep import SWEEP_CORPUS_PREFIX, SpaceDomain, SweepConfig, SweepCorpusConfig
+from orchestrator.config_yaml import set_dotted
 from orchestrator.plan import member_name, member_spec
 from workers.checkpoint import join
 from workers.errors import ConfigError

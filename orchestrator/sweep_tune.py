@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from orchestrator import rundir
-from orchestrator.config import SweepConfig
+from orchestrator.config_sweep import SweepConfig
 from orchestrator.sweep_space import MEMBER_INDEX
 from workers import checkpoint
 

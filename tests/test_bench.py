@@ -76,18 +76,23 @@ def test_alternate_rounds_alternates_and_reports_rates():
     assert len(rates["a"]) == len(rates["b"]) == 3 and all(r > 0 for r in rates["a"])
 
 
-def test_precision_report_follows_the_cpu_bf16_flags():
-    """bf16 counts as native with AMX or AVX-512 BF16 and as emulated without either, as /proc/cpuinfo says."""
-    from bench.hardware import _cpu_bf16_reason, cpu_bf16_flags, precision_report
+def test_precision_report_resolves_auto_as_members_do():
+    """The benchmark's precision is the member's rule on this CPU: auto is bf16 exactly where the real
+    probe finds AMX or AVX-512 BF16; an explicit setting is kept, and bf16 where it is emulated says so."""
+    from bench.hardware import precision_report
+    from workers.precision import cpu_bf16_flags
 
     flags = cpu_bf16_flags()
-    report = precision_report("cpu", "bf16")
-    assert report["bf16_flags"] == flags
-    assert report["native_bf16"] == (None if flags is None else bool(flags))
-    assert _cpu_bf16_reason(["amx_bf16", "avx512_bf16"])[0] is True
-    assert "no AMX" in _cpu_bf16_reason(["avx512_bf16"])[1]
-    native, why = _cpu_bf16_reason([])
-    assert native is False and "emulated" in why and "--precision fp32" in why
+    native = bool(flags)
+    auto = precision_report("cpu", "auto")
+    assert auto["setting"] == "auto" and auto["reference"] == "fp32"
+    assert auto["member"] == ("bf16" if native else "fp32") and auto["native_bf16"] is native
+    assert auto["bf16_flags"] == (None if flags is None else list(flags))
+    assert "--precision auto" in auto["why"]
+    assert precision_report("cpu", "fp32")["member"] == "fp32"
+    forced = precision_report("cpu", "bf16")
+    assert forced["member"] == "bf16"
+    assert ("emulated here" in forced["why"]) is (not native)
 
 
 @pytest.mark.slow  # end to end, over a minute here: make test-all
@@ -113,7 +118,8 @@ def test_committee_bench_quick_end_to_end(tmp_path, monkeypatch):
     member, reference = data["pretrain"]["member"], data["pretrain"]["reference"]
     assert abs(member["mask"]["masked_share"] - 0.15) < 0.03 and abs(reference["mask"]["masked_share"] - 0.15) < 0.03
     assert data["pretrain"]["loss_agreement"]["fp32"]["abs_diff"] < 1e-4
-    assert data["precision"]["member"] == "bf16" and data["precision"]["reference"] == "fp32"
+    assert data["precision"]["setting"] == "auto" and data["precision"]["reference"] == "fp32"
+    assert data["precision"]["member"] == data["options"]["precision"] == data["finetune"]["precision"]
     used, source = data["pretrain"]["peak_flops_used"], data["pretrain"]["peak_source"]
     assert used["bf16"] == max(data["machine"]["peak_flops_bf16"], data["pretrain"]["peak_flops_in_rounds"]["bf16"])
     assert source["bf16"] == ("alone" if used["bf16"] == data["machine"]["peak_flops_bf16"] else "between rounds")

@@ -18,7 +18,7 @@ import subprocess
 import pytest
 import torch
 
-from workers import checkpoint
+from workers import checkpoint, storage
 from workers.corpus import encode, pack_blocks
 from workers.errors import CheckpointError, CommitteeError
 from workers.models import bert_config, build_mlm
@@ -312,5 +312,5 @@ def test_a_write_error_without_errno_counts_as_disk_full_only_on_a_full_disk(tin
     except RuntimeError as exc:  # torch's writer loses the errno
         failed = exc.with_traceback(None)  # its frames would keep the file open
     assert failed is not None and not isinstance(failed, OSError) and "space" not in str(failed)
-    assert checkpoint._is_disk_full(failed, disk / "big.pt")
-    assert not checkpoint._is_disk_full(failed, tmp_path / "elsewhere.pt")
+    assert storage.is_disk_full(failed, disk / "big.pt")
+    assert not storage.is_disk_full(failed, tmp_path / "elsewhere.pt")

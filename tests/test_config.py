@@ -10,17 +10,11 @@ import pytest
 import yaml
 
 from conftest import run_cli
-from orchestrator.config import (
-    MAX_BASE_SEED,
-    ExperimentConfig,
-    apply_overrides,
-    describe_fields,
-    load_config,
-    load_distill_config,
-    load_raw,
-    load_sweep_config,
-    validate_dict,
-)
+from orchestrator.config import MAX_BASE_SEED, ExperimentConfig, load_config, to_yaml, validate_dict
+from orchestrator.config_distill import load_distill_config
+from orchestrator.config_reference import describe_fields
+from orchestrator.config_sweep import load_sweep_config
+from orchestrator.config_yaml import apply_overrides, load_raw
 from workers.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,8 +99,6 @@ def test_malformed_override_and_missing_file(tmp_path):
 
 
 def test_config_round_trips_through_yaml(tmp_path):
-    from orchestrator.config import to_yaml
-
     cfg = load_config(REPO / "configs/quickstart.yaml", ["seed=7"])
     path = tmp_path / "resolved.yaml"
     path.write_text(to_yaml(cfg))
@@ -267,6 +259,27 @@ def test_run_name_must_be_a_plain_name(name, why):
 def test_plain_run_names_are_accepted():
     for name in ("experiment", "agnews-k8", "run_1.v2", "_tmp", "2024-05-run"):
         assert validate_dict({"name": name}).name == name
+
+
+def test_a_run_name_yaml_reads_as_an_integer_is_its_decimal_text(tmp_path):
+    cfg = load_config(_write(tmp_path, "name: 2024\n"))
+    assert cfg.name == "2024"
+    assert load_config(_write(tmp_path, to_yaml(cfg), name="again.yaml")).name == "2024"  # written back quoted
+    assert load_config(REPO / "configs/smoke.yaml", ["name=2024"]).name == "2024"
+    assert load_distill_config(REPO / "configs/distill_smoke.yaml", ["name=7"]).name == "7"
+    with pytest.raises(ConfigError, match=r"- name: run name '-5' has characters other than"):
+        load_config(REPO / "configs/smoke.yaml", ["name=-5"])  # the decimal text still passes the name checks
+
+
+@pytest.mark.parametrize("value, kind", [
+    ("2.5", "a float"), ("true", "a boolean"), ("yes", "a boolean"), ("[a, b]", "a list"), ("null", "null"),
+    ("{a: 1}", "a mapping"),
+])
+def test_a_run_name_that_is_neither_text_nor_an_integer_is_refused(tmp_path, value, kind):
+    with pytest.raises(ConfigError, match=rf"- name: run name .* is {kind}, not text; give the name as text, in quotes"):
+        load_config(_write(tmp_path, f"name: {value}\n"))
+    with pytest.raises(ConfigError, match=rf"- name: run name .* is {kind}, not text"):
+        load_config(REPO / "configs/smoke.yaml", [f"name={value}"])
 
 
 def test_cli_duplicate_key_exits_2_without_traceback(tmp_path):

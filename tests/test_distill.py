@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -143,7 +146,7 @@ def distill_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def committee_and_arrays(distill_run):
-    from orchestrator.config import load_distill_config
+    from orchestrator.config_distill import load_distill_config
     from orchestrator.prepare import prepare
     from workers.committee import Committee
 
@@ -257,8 +260,17 @@ def test_from_run_trains_no_member(distill_run, tmp_path):
     target = tmp_path / "again"
     proc = run_cli("distill", DISTILL_SMOKE, "--from-run", source, "--run-dir", target, "distill.ipc=[1]",
                    "distill.methods=[random_prior, recover]", "distill.student.steps=5",
-                   "distill.recover.iterations=4", timeout=300)
+                   "distill.recover.iterations=4", f"storage.uri=file://{tmp_path}/bucket", timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # the distillation's outputs are copied to storage.uri/<run dir name>, byte for byte
+    mirrored = tmp_path / "bucket" / "again"
+    assert f"distillation copied to file://{mirrored}" in proc.stdout
+    expected = ["config.yaml", "metrics.jsonl", "distill.json", "distill.md", "accuracy_vs_ipc.png",
+                "distilled/random_prior/ipc-1/data.parquet", "distilled/recover/ipc-1/tokens.safetensors",
+                "distilled/recover/ipc-1/decoded.parquet", "distilled/recover/recover.json", "tokenizer/tokenizer.json"]
+    for name in expected:
+        assert (mirrored / name).read_bytes() == (target / name).read_bytes(), name
+    assert not [p for p in mirrored.rglob(".*")] and not (mirrored / "stages").exists()
     assert "no member is trained" in proc.stdout and " done: val " not in proc.stdout
     assert not (target / "members").exists() and not (target / "report.json").exists()
     assert {p: p.stat().st_mtime_ns for p in (source / "members").rglob("*") if p.is_file()} == before
@@ -270,6 +282,78 @@ def test_from_run_trains_no_member(distill_run, tmp_path):
 
     mine = pq.read_table(target / "distilled/random_prior/ipc-1/data.parquet")
     assert mine.equals(pq.read_table(source / "distilled/random_prior/ipc-1/data.parquet"))
+
+
+def without_timing(report: dict) -> dict:
+    """distill.json less what measures time, and less where the committee was read from."""
+    out = json.loads(json.dumps(report))
+    out.pop("timing")
+    out["committee"].pop("run_dir")
+    for row in out["rows"]:
+        row.pop("train_s")
+    for info in out["recover"].values():
+        info.pop("task_seconds")
+        info.pop("seconds_per_iteration")
+    return out
+
+
+@pytest.mark.slow  # end to end, about 40 s here: make test-all (tests/test_distill_resume.py covers each stage)
+def test_a_stopped_distillation_resumes_to_the_uninterrupted_report(distill_run, tmp_path):
+    """The smoke run as a stop during recover leaves it (no recovered set made, one of their two recover tasks
+    finished, most students not trained, and half-written files a kill leaves), resumed, stopped again by
+    SIGTERM among the students, and resumed to the end: the report equals the uninterrupted run's, all but
+    timing, and nothing finished is made again."""
+    source, _, _ = distill_run
+    run_dir = tmp_path / "stopped"
+    shutil.copytree(source, run_dir)
+    for name in ("distill.json", "distill.md", "accuracy_vs_ipc.png"):
+        (run_dir / name).unlink()
+    shutil.rmtree(run_dir / "distilled" / "recover")  # its task finished: the set is made from it
+    shutil.rmtree(run_dir / "distilled" / "recover_single")
+    shutil.rmtree(run_dir / "stages" / "recover" / "recover_single")  # its task runs again
+    students = run_dir / "stages" / "students"
+    kept = sorted(students.glob("random_hard-*.json"))
+    assert len(kept) == 6 and len(list(students.glob("*.json"))) == 45
+    for row in students.glob("*.json"):
+        if row not in kept:
+            row.unlink()
+    partial = run_dir / "distilled" / ".recover_single.partial" / "ipc-1"  # a set cut short while written
+    partial.mkdir(parents=True)
+    (partial / "tokens.safetensors").write_bytes(b"\0" * 10)
+    (students / "random_single-ipc-1-seed-0.json").write_text('{"method": "random_single", "ipc": 1, "se')
+
+    first = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "distill", "--resume", str(run_dir)],
+                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while len(list(students.glob("*.json"))) < len(kept) + 5 and first.poll() is None and time.time() < deadline:
+        time.sleep(0.5)
+    first.send_signal(signal.SIGTERM)
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 143, out[-3000:] + err[-3000:]
+    assert f"Continue with: committee distill --resume {run_dir}" in err
+    assert "4 member(s) already finished; running 0" in out  # the committee and the students' base
+    assert "distilled sets already made: random_hard, random_single, random_equal, random_prior, selected_prior" in out
+    assert "recovered sets already made" not in out and "recover: 1 task(s) already finished; running 1" in out
+    assert "recover recover_single indices 0+" in out and "recover recover indices" not in out
+    assert all((run_dir / "distilled" / m / "recover.json").is_file() for m in ("recover", "recover_single"))
+    assert not partial.parent.exists()
+    assert not (run_dir / "distill.json").exists()
+    # whole rows only: the cut-short one counts once it was trained again
+    done_before = len(kept) + sum(1 for row in students.glob("*.json") if row not in kept
+                                  and row.read_text().endswith("}\n"))
+
+    resumed = run_cli("distill", "--resume", run_dir, "resources.placement_timeout_s=200", timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "recovered sets already made: recover, recover_single" in resumed.stdout
+    assert f"post-eval: {45 - done_before} students (pretrained init, 30 steps each); {done_before} finished " \
+           f"before" in resumed.stdout
+    mine, theirs = (json.loads((d / "distill.json").read_text()) for d in (run_dir, source))
+    assert without_timing(mine) == without_timing(theirs)
+    assert mine["committee"]["run_dir"] == str(run_dir)
+    ours_md = (run_dir / "distill.md").read_text().replace(str(run_dir), str(source)).splitlines()
+    theirs_md = (source / "distill.md").read_text().splitlines()
+    assert [line for line in ours_md if "wall time" not in line] == \
+        [line for line in theirs_md if "wall time" not in line]
 
 
 def test_an_unfinished_run_exits_2_before_any_work(distill_run, tmp_path):
@@ -292,7 +376,7 @@ def test_an_unfinished_run_exits_2_before_any_work(distill_run, tmp_path):
     (True, ["distill.methods=[recover]"], "overlaps --from-run"),
 ])
 def test_bad_requests_are_refused_before_anything_is_created(distill_run, tmp_path, from_source, overrides, message):
-    from orchestrator.config import load_distill_config
+    from orchestrator.config_distill import load_distill_config
     from orchestrator.distill import distill_experiment
     from workers.errors import CommitteeError
 

@@ -4,6 +4,7 @@ run end to end on a real local Ray."""
 
 from __future__ import annotations
 
+import ast
 import csv
 import hashlib
 import json
@@ -19,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import readme_commands, run_cli
+from orchestrator import prepare
 from orchestrator.config import load_config
 from orchestrator.prepare import _arrays_key, load_cfg_task, task_and_corpus, tokenizer_key
 from workers import data as wdata
@@ -340,6 +342,55 @@ def test_cache_keys_follow_the_data_files(tmp_path):
     assert tokenizer_key(None, 2000, 40, 0, task_and_corpus(cfg)[1]) == tokenizer_before
     (tmp_path / "corpus" / "zzz-extra.txt").write_text("another document")
     assert tokenizer_key(None, 2000, 40, 0, task_and_corpus(cfg)[1]) != tokenizer_before
+
+
+# errors.py only defines the exception classes: their messages never reach a prepared array
+NOT_SHAPING_DATA = {"workers/errors.py"}
+
+
+def _workers_imports(rel: str) -> set[str]:
+    """The workers/*.py files that `rel` imports anywhere in it (at the top or inside a function)."""
+    found = set()
+    for node in ast.walk(ast.parse((REPO / rel).read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module == "workers":
+            found |= {f"workers/{alias.name}.py" for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("workers."):
+            found.add(node.module.replace(".", "/") + ".py")
+        elif isinstance(node, ast.Import):
+            found |= {a.name.replace(".", "/") + ".py" for a in node.names if a.name.startswith("workers.")}
+    return {path for path in found if (REPO / path).is_file()}
+
+
+def test_cache_key_code_covers_every_module_the_data_code_imports():
+    """A module that prepared data depends on but the key's code list misses would let a code change reuse
+    stale arrays: every workers module the listed ones import (transitively) must be listed too."""
+    listed = set(prepare._SOURCES)
+    reached, todo = set(), [rel for rel in listed if rel.startswith("workers/")]
+    while todo:
+        rel = todo.pop()
+        for imported in _workers_imports(rel) - reached:
+            reached.add(imported)
+            todo.append(imported)
+    assert "workers/task_examples.py" in reached and "workers/data_root.py" in reached
+    assert reached - listed - NOT_SHAPING_DATA == set()
+
+
+@pytest.mark.parametrize("module", ["workers/data.py", "workers/data_root.py", "workers/data_cache.py",
+                                    "workers/task_examples.py", "workers/few_rel.py", "workers/datasets.py"])
+def test_cache_keys_follow_the_data_code(tmp_path, monkeypatch, module):
+    """Editing any module the prepared data comes from changes the tokenizer and the arrays keys."""
+    for rel in prepare._SOURCES:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, tmp_path / rel)
+    monkeypatch.setattr(prepare, "_REPO", tmp_path)  # the key reads the sources from this copy
+    cfg = own_cfg()
+    corpus = task_and_corpus(cfg)[1]
+    before = tokenizer_key(None, 2000, 40, 0, corpus), _arrays_key(cfg, None, "tok")
+    assert before == (tokenizer_key(None, 2000, 40, 0, corpus), _arrays_key(cfg, None, "tok"))
+    with open(tmp_path / module, "a", encoding="utf-8") as f:
+        f.write("\n# an edit\n")
+    after = tokenizer_key(None, 2000, 40, 0, corpus), _arrays_key(cfg, None, "tok")
+    assert after[0] != before[0] and after[1] != before[1]
 
 
 # ----------------------------------------------------------------------------------------------

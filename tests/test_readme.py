@@ -10,7 +10,7 @@ import pytest
 from typer.main import get_command
 
 from orchestrator.cli import app
-from orchestrator.config import reference_table
+from orchestrator.config_reference import reference_table
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -60,7 +60,7 @@ def test_config_doc_holds_the_live_reference_table():
     diff = "\n".join(difflib.unified_diff(table_in_doc.splitlines(), live.splitlines(), "docs/config.md",
                                           "reference_table()", lineterm="", n=0))
     assert table_in_doc == live, (
-        "docs/config.md's table differs from orchestrator.config.reference_table(); regenerate it with "
+        "docs/config.md's table differs from orchestrator.config_reference.reference_table(); regenerate it with "
         f"`python -m orchestrator.config`:\n{diff}"
     )
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, run_cli
-from orchestrator.config import SweepSection, describe_fields, load_sweep_config
-from orchestrator.sweep import check_search_package, check_sweep
+from orchestrator.config_reference import describe_fields
+from orchestrator.config_sweep import SweepSection, load_sweep_config
+from orchestrator.sweep import best_point, chance_level, check_search_package, check_sweep
 from orchestrator.sweep_report import mean_interval, spearman
 from orchestrator.sweep_space import point_config, trial_specs, with_reference_tokenizer
 from workers.errors import CommitteeError, ConfigError
@@ -79,6 +80,7 @@ def test_unknown_space_key_exits_2_naming_the_closest_key(tmp_path):
     (["sweep.space.pretrain.grid=[1]"], r"'pretrain' is a section"),
     (["sweep.space.sweep.corpus.rank_quantil.grid=[0]"], r"did you mean 'sweep.corpus.rank_quantile'"),
     (["sweep.space.pretrain.lr.grid=[1e-3]", "sweep.space.pretrain.lr.choice=[1e-3]"], None),
+    (["sweep.metrc=val_gap"], r"unknown config key 'sweep.metrc' \(did you mean 'sweep.metric'\?\); valid keys in sweep: "),
 ])
 def test_bad_sweeps_are_refused_before_any_trial(overrides, message):
     if message is None:  # the later override of one key replaces the earlier: a valid sweep
@@ -129,6 +131,37 @@ def test_mean_interval_and_spearman_on_known_values():
     # ties share their mean rank: x ranks 1.5 1.5 3 4, y ranks 1 2 3 4 -> Pearson of the ranks
     assert spearman([1, 1, 2, 3], [1, 2, 3, 4])["rho"] == pytest.approx(0.9486833, abs=1e-6)
     assert spearman([1, 1, 1, 1], [1, 2, 3, 4])["rho"] is None
+
+
+def test_best_point_passes_over_points_whose_models_sit_at_chance():
+    """A search on the gap must not pick a point where both models learned nothing (gap 0) over points
+    where both learned and pre-training lost; with no point above chance there is no best point."""
+    import numpy as np
+
+    level = chance_level(np.repeat(np.arange(4), 20))  # balanced, 80 validation examples
+    assert level["chance"] == 0.25 and level["val_examples"] == 80
+    assert abs(level["bar"] - (0.25 + 2 * (0.25 * 0.75 / 80) ** 0.5)) < 1e-12
+    assert chance_level(np.array([0, 0, 0, 1]))["chance"] == 0.75  # the most frequent class, not 1/classes
+    cfg = load_sweep_config(SMOKE, ["sweep.search=random", "sweep.metric=val_gap",
+                                    "sweep.space={finetune.lr: {choice: [1.0e-3, 1.0e-7, 3.0e-3]}}"])
+    points = [{"point_id": p, "values": {"finetune.lr": lr}} for p, lr in (("p0", 1e-3), ("p1", 1e-7), ("p2", 3e-3))]
+
+    def row(point, val, scratch, status="done"):
+        return {"point_id": point, "status": status, "val_accuracy": val, "scratch_val_accuracy": scratch,
+                "val_gap": val - scratch}
+
+    rows = [row("p0", 0.60, 0.66), row("p0", 0.62, 0.66),  # learned; pre-training loses 5 points
+            row("p1", 0.25, 0.25), row("p1", 0.26, 0.25),  # nothing learned: gap about 0
+            row("p2", 0.55, 0.70), row("p2", 0.99, 0.10, status="error")]  # learned, loses 15; errors ignored
+    chance = {p["point_id"]: level for p in points}
+    chosen = best_point(cfg, points, rows, chance)
+    assert chosen["point"]["point_id"] == "p0" and chosen["at_chance"] == ["p1"]
+    assert abs(chosen["point"]["metric_mean"] - (-0.05)) < 1e-9 and chosen["point"]["seeds_done"] == 2
+    nothing = best_point(cfg, points, [row("p1", 0.25, 0.25), row("p0", 0.3, 0.5)], chance)
+    assert nothing == {"point": None, "at_chance": ["p0", "p1"]}
+    scratch_cfg = cfg.model_copy(update={"sweep": cfg.sweep.model_copy(update={"metric": "scratch_val_accuracy"})})
+    by_scratch = best_point(scratch_cfg, points, [row("p1", 0.25, 0.60), row("p2", 0.55, 0.50)], chance)
+    assert by_scratch["point"]["point_id"] == "p1", "the scratch metric rests on the scratch model having learned"
 
 
 def test_docs_hold_the_sweep_section_reference():

@@ -52,7 +52,8 @@ def read_run(run_dir: str | Path) -> RunMembers:
     A finished run has its config.yaml, its report.json (written last), its tokenizer, and for every
     pre-trained member a result.npz and classifier weights; anything missing is a CommitteeError naming it.
     """
-    from orchestrator.config import load_raw, validate_dict
+    from orchestrator.config import validate_dict
+    from orchestrator.config_yaml import load_raw
     from orchestrator.plan import member_name
     from orchestrator.rundir import RunLayout
     from workers.member import Role

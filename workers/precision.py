@@ -41,7 +41,7 @@ class PrecisionChoice:
     reason: str
 
 
-def _native_bf16(capability: Capability) -> tuple[bool, str]:
+def native_bf16(capability: Capability) -> tuple[bool, str]:
     """(bf16 runs natively, a sentence saying why or why not)."""
     name = capability.device_name
     if capability.device_type == "cuda":
@@ -62,7 +62,7 @@ def resolve(setting: str, capability: Capability) -> PrecisionChoice:
     """`auto` -> bf16 where `capability` runs it natively, else fp32; `fp32`/`bf16` are kept as set."""
     if setting not in SETTINGS:
         raise ValueError(f"precision {setting!r} is not one of {', '.join(SETTINGS)}")
-    native, why = _native_bf16(capability)
+    native, why = native_bf16(capability)
     if setting == "auto":
         return PrecisionChoice(setting, "bf16" if native else "fp32", f"auto: {why}")
     return PrecisionChoice(setting, setting, f"as set in the config; {why}")

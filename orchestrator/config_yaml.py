@@ -1,0 +1,160 @@
+"""Reading config text: the strict YAML loader, `KEY=VALUE` overrides, and YAML written back.
+
+`load_raw(path)` returns a config file's mapping as parsed, before any validation; `apply_overrides(raw,
+["committee.members=8"])` sets dotted keys on a copy (each value parsed as YAML, as on the command line).
+Config files are read with `_ConfigLoader`, which refuses duplicate keys and anchors/aliases (so loading and
+validation stay bounded) and reads `1e-3` as a float. `PlainDumper` writes YAML that `load_raw` reads back.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from workers.errors import ConfigError
+
+
+class _RefusedYaml(yaml.YAMLError):
+    """YAML that parses but that a config refuses (duplicate key, anchor, alias); the text says where."""
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader for configs: duplicate keys and anchors/aliases are errors, `1e-3` is a float.
+
+    Anchors and aliases are refused as soon as the composer meets one, so a small file cannot expand into
+    a huge tree (nested aliases grow exponentially) and a config reads the same top to bottom.
+    `_key_paths` maps a mapping node to its dotted key so a duplicate is named in full.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._key_paths: dict[int, str] = {}
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent):
+            raise _RefusedYaml(f"line {line}: alias '*{event.anchor}' - anchors and aliases are not allowed in "
+                               "configs; write the value out in full")
+        if getattr(event, "anchor", None) is not None:
+            raise _RefusedYaml(f"line {line}: anchor '&{event.anchor}' - anchors and aliases are not allowed in "
+                               "configs; write the value out in full")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        self._check_keys(node)
+        return super().construct_mapping(node, deep=deep)
+
+    def _check_keys(self, node: yaml.MappingNode) -> None:
+        """Refuse a key seen twice in one mapping (naming both lines) and `<<` merge keys."""
+        prefix = self._key_paths.get(id(node), "")
+        first_line: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise _RefusedYaml(f"line {line}: merge key '<<' is not allowed in configs; write the keys out")
+            key = self.construct_object(key_node, deep=True)
+            try:
+                seen = first_line.get(key)
+            except TypeError:  # an unhashable key: SafeConstructor reports it
+                continue
+            dotted = f"{prefix}{key}"
+            if seen is not None:
+                raise _RefusedYaml(f"duplicate key '{dotted}' on line {seen} and line {line}; keep one")
+            first_line[key] = line
+            self._key_paths[id(value_node)] = dotted + "."
+
+
+# YAML 1.1 reads `1e-3` (no dot) as a string; a config means the number, as YAML 1.2 does.
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
+)
+
+
+def _yaml_load(text: str) -> Any:
+    """Parse `text` with `_ConfigLoader` (raises yaml.YAMLError, `_RefusedYaml` included)."""
+    loader = _ConfigLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def parse_value(item: str, text: str) -> Any:
+    """A command-line value, parsed as YAML: `8` -> 8, `true` -> True, `null` -> None, `a` -> 'a'.
+
+    Text that is not YAML stays a string (validation then names the key); refused YAML is an error.
+    """
+    try:
+        return _yaml_load(text)
+    except _RefusedYaml as exc:
+        raise ConfigError(f"override '{item}': {exc}") from None
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of `raw` with each `a.b.c=value` applied (the value parsed as YAML)."""
+    out = _deep_copy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not KEY=VALUE (e.g. committee.members=8)")
+        dotted, text = item.split("=", 1)
+        dotted = dotted.strip()
+        if not dotted:
+            raise ConfigError(f"override '{item}' has an empty key")
+        set_dotted(out, dotted, parse_value(item, text))
+    return out
+
+
+def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `raw[a][b][c] = value` for `a.b.c` in place, adding missing sections; a value in the way is an error."""
+    node = raw
+    parts = dotted.split(".")
+    for key in parts[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"config key '{dotted}': '{key}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _deep_copy(raw: Any) -> Any:
+    """A copy of parsed YAML (dicts, lists, scalars), so overrides never change the caller's mapping."""
+    if isinstance(raw, dict):
+        return {k: _deep_copy(v) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [_deep_copy(v) for v in raw]
+    return raw
+
+
+def load_raw(path: str | Path) -> dict[str, Any]:
+    """The config file's mapping, as parsed: refused when not YAML, not a non-empty mapping, or when it
+    repeats a key or uses anchors/aliases (an empty file would otherwise mean "all defaults")."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = _yaml_load(path.read_text())
+    except _RefusedYaml as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict) or not raw:
+        got = "an empty mapping" if isinstance(raw, dict) else f"{raw!r}"
+        raise ConfigError(f"{path} must be a non-empty mapping of config keys (got {got}); see configs/ "
+                          "for examples")
+    return raw
+
+
+class PlainDumper(yaml.SafeDumper):
+    """Never writes anchors/aliases, which `load_raw` refuses."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
