@@ -30,7 +30,7 @@ def pretrain_settings(cfg, seed: int, max_steps: int | None = None) -> PretrainS
     return PretrainSettings(seed=seed, max_steps=p.max_steps if max_steps is None else max_steps,
                             batch_size=p.batch_size, lr=p.lr, weight_decay=p.weight_decay,
                             warmup_steps=p.warmup_steps, mask_prob=p.mask_prob, precision=p.precision,
-                            checkpoint_every=p.checkpoint_every, log_every=p.log_every)
+                            checkpoint_every=p.checkpoint_every, log_every=p.log_every, compile=p.compile)
 
 
 def finetune_settings(cfg, seed: int) -> FinetuneSettings:

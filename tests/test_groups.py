@@ -250,3 +250,34 @@ def test_resume_skips_the_finished_members_of_a_grouped_run(grouped_run):
     assert "3 member(s) already finished; running 2" in proc.stdout
     after = json.loads((run_dir / "report.json").read_text())
     assert after["members"] == before["members"]
+
+
+# ----------------------------------------------------------------------------------------------
+# the benchmark's CUDA rows, run on the CPU (the code path; the numbers need a GPU)
+
+
+def test_gpu_rows_run_on_the_cpu_and_skip_past_the_time_budget(ray_local, monkeypatch):
+    """Every side of bench.sections.groups' CUDA rows, at a tiny shape on the CPU through a real local Ray
+    (compiling through aot_eager: inductor's C++ build takes a minute here); with no time left every row is
+    skipped, saying why, and none is left out."""
+    from bench.options import QUICK, BenchOptions
+    from bench.prepare import prepare as bench_prepare
+    from bench.sections.groups import GpuPlan, bench_groups_gpu
+    from workers import pretrain as member_loop
+
+    monkeypatch.setattr(member_loop, "COMPILE_BACKEND", "aot_eager")
+
+    opts = BenchOptions(model="tiny", quick=True, precision="fp32")
+    prep = bench_prepare(opts, QUICK, lambda _: None)
+    plan = GpuPlan(shapes={"tiny": (32, 2, 2000)}, members=(1, 2), compile_members=(), fractional_members=(2,))
+    saved = []
+    result = bench_groups_gpu(prep, opts, QUICK, lambda _: None, None, plan, device="cpu",
+                              on_row=lambda partial: saved.append(len(partial["rows"])))
+    sides = [(r["members"], r["side"]) for r in result["rows"]]
+    assert sides == [(1, "alone"), (1, "stack"), (2, "stack"), (1, "alone, compiled"), (2, "fractional")]
+    assert all(r["tokens_per_s"] > 0 and r["peak_gpu_mib"] is None for r in result["rows"])
+    assert saved == [1, 2, 3, 4, 5]  # partial results after every row
+
+    late = bench_groups_gpu(prep, opts, QUICK, lambda _: None, None, replace(plan, budget_s=0.0), device="cpu")
+    assert [(r["members"], r["side"]) for r in late["rows"]] == sides
+    assert all(r["skipped"] == "the section's time budget (0 s) was spent" for r in late["rows"])

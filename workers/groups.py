@@ -21,6 +21,13 @@ solo AdamW's state dict), so a member's checkpoint from a group resumes alone an
 Members resuming from different steps train in segments: those furthest behind train (as a smaller
 stack) until they reach the next ones, which then join the stack.
 Fine-tuning stays per member: after the group's pre-training each member fine-tunes as it would alone.
+
+With `compile` on (PretrainSettings), the stack's forward pass and losses run through `torch.compile`
+(`compiled_stack_losses`). The dropout masks are then drawn before the compiled call, each member's from its
+own generator in the order and shapes of the eager pass (`StackedMLM.dropout_shapes`), and passed in as
+tensors; the masked positions are found on the CPU. So the compiled graph holds no generator and no
+data-dependent shape, and a compiled group's loss curves are the eager group's (tests/test_compile.py).
+The losses are read back from the device only when logged or checkpointed.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from workers import checkpoint
+from workers import pretrain as member_loop
 from workers.masking import IGNORE_INDEX, mask_tokens
 from workers.precision import choice_stats, resolve_here
 from workers.pretrain import RESUME_KEYS, PretrainSettings, SpecialIds, autocast, batch_at
@@ -75,14 +83,42 @@ class DropoutStreams:
     def __init__(self, generators: list[torch.Generator] | None):
         self.generators = generators  # None: no dropout (evaluation)
 
+    @property
+    def training(self) -> bool:
+        return self.generators is not None
+
+    def noise(self, shape: tuple, p: float, device) -> torch.Tensor:
+        """Every member's scaled keep-mask [G, *shape] for dropout `p` on one activation of `shape`."""
+        return torch.stack([torch.empty(shape, device=device).bernoulli_(1 - p, generator=g)
+                            for g in self.generators]).div_(1 - p)
+
     def apply(self, x: torch.Tensor, p: float) -> torch.Tensor:
         """Dropout on x [G, *one member's activation shape]."""
         if self.generators is None or p == 0.0:
             return x
-        shape = x.shape[1:]
-        noise = torch.stack([torch.empty(shape, device=x.device).bernoulli_(1 - p, generator=g)
-                             for g in self.generators]).div_(1 - p)  # [G, *shape]
-        return x * noise.to(x.dtype)
+        return x * self.noise(x.shape[1:], p, x.device).to(x.dtype)
+
+    def draw(self, plan: list[tuple[tuple, float]], device) -> list[torch.Tensor]:
+        """The masks of a whole pass, ahead of it: one [G, *shape] per (shape, p) of `plan`, in its order."""
+        return [self.noise(shape, p, device) for shape, p in plan]
+
+
+class DrawnNoise:
+    """Dropout masks drawn ahead (`DropoutStreams.draw`), applied in the order they were drawn; a compiled
+    pass takes them as tensors, so it traces no generator."""
+
+    training = True
+
+    def __init__(self, masks: list[torch.Tensor]):
+        self.masks = list(masks)
+        self.used = 0
+
+    def apply(self, x: torch.Tensor, p: float) -> torch.Tensor:
+        if p == 0.0:
+            return x
+        mask = self.masks[self.used]
+        self.used += 1
+        return x * mask.to(x.dtype)
 
 
 class StackedMLM(torch.nn.Module):
@@ -156,7 +192,7 @@ class StackedMLM(torch.nn.Module):
         q, k, v = (heads_view(self._dense(x, f"{prefix}.self.{part}")) for part in ("query", "key", "value"))
         scale = head_dim ** -0.5
         keep = None if key_padding is None else key_padding.reshape(g * batch, 1, 1, seq)
-        if drop.generators is not None and self.attention_dropout > 0:
+        if drop.training and self.attention_dropout > 0:
             scores = torch.matmul(q, k.transpose(-1, -2)) * scale  # [G*b, heads, s, s]
             if keep is not None:
                 scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
@@ -180,17 +216,21 @@ class StackedMLM(torch.nn.Module):
             x = self._ln(f + x, f"{layer}.output.LayerNorm")
         return x
 
-    def masked_lm_losses(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def dropout_shapes(self, batch: int, seq: int) -> list[tuple[tuple, float]]:
+        """(one member's activation shape, p) of every dropout of a training pass, in `encode`'s order."""
+        tokens, hidden = batch * seq, self.hidden_size
+        plan = [((batch, seq, hidden), self.hidden_dropout)]
+        for _ in range(self.num_layers):
+            plan += [((batch, self.num_heads, seq, seq), self.attention_dropout),
+                     ((tokens, hidden), self.hidden_dropout), ((tokens, hidden), self.hidden_dropout)]
+        return [(shape, p) for shape, p in plan if p > 0.0]
+
+    def losses_at(self, hidden: torch.Tensor, order: torch.Tensor, targets: torch.Tensor,
+                  counts: torch.Tensor) -> torch.Tensor:
         """Each member's mean cross-entropy over its masked positions, decoding only those: hidden [G, n, H],
-        labels [G, n] (-100 where unmasked) -> [G]. Members' masked counts differ: each member's positions
-        are gathered first, in order, and padded to the largest count (padding is ignored)."""
-        g = hidden.shape[0]
-        chosen = labels != IGNORE_INDEX  # [G, n]
-        counts = chosen.sum(1)  # [G]
-        width = max(1, int(counts.max()))
-        order = torch.argsort((~chosen).to(torch.int8), dim=1, stable=True)[:, :width]  # [G, width]
+        the masked rows from `masked_rows` (order, targets [G, width], counts [G]) -> [G]."""
+        g, width = order.shape
         rows = hidden.gather(1, order.unsqueeze(-1).expand(-1, -1, self.hidden_size))  # [G, width, H]
-        targets = labels.gather(1, order)  # [G, width]: -100 beyond a member's count
         t = F.gelu(self._dense(rows, "cls.predictions.transform.dense"))
         t = self._ln(t, "cls.predictions.transform.LayerNorm")
         word = self.w("bert.embeddings.word_embeddings.weight")  # the decoder is tied to the word embedding
@@ -199,12 +239,6 @@ class StackedMLM(torch.nn.Module):
                                     ignore_index=IGNORE_INDEX, reduction="none").view(g, width)
         return per_token.sum(1) / counts.clamp(min=1)
 
-    def losses(self, inputs: torch.Tensor, labels: torch.Tensor, key_padding: torch.Tensor | None,
-               drop: DropoutStreams) -> torch.Tensor:
-        """Each member's masked-LM loss [G] on its own batch: inputs/labels [G, b, s]."""
-        hidden = self.encode(inputs, key_padding, drop)
-        return self.masked_lm_losses(hidden, labels.reshape(labels.shape[0], -1))
-
     @torch.no_grad()
     def write_back(self, members: list) -> None:
         """Copy each member's slice into its `BertForMaskedLM` (tied weights follow the word embedding)."""
@@ -212,6 +246,37 @@ class StackedMLM(torch.nn.Module):
             params = dict(member.named_parameters())
             for name, weight in zip(self.names, self.weights):
                 params[name].copy_(weight[g])
+
+
+def masked_rows(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where each member's masked positions are: labels [G, n] (-100 where unmasked) -> (order [G, width]: the
+    positions, in order, padded to the largest count; targets [G, width]: -100 beyond a member's count;
+    counts [G]). Members' masked counts differ; the padding is ignored by the loss."""
+    chosen = labels != IGNORE_INDEX  # [G, n]
+    counts = chosen.sum(1)  # [G]
+    width = max(1, int(counts.max()))
+    order = torch.argsort((~chosen).to(torch.int8), dim=1, stable=True)[:, :width]  # [G, width]
+    return order, labels.gather(1, order), counts
+
+
+def stack_losses(model: StackedMLM, inputs: torch.Tensor, key_padding: torch.Tensor | None, order: torch.Tensor,
+                 targets: torch.Tensor, counts: torch.Tensor, drop) -> torch.Tensor:
+    """Each member's masked-LM loss [G]: inputs [G, b, s], the masked rows from `masked_rows`, `drop` a
+    DropoutStreams or DrawnNoise."""
+    return model.losses_at(model.encode(inputs, key_padding, drop), order, targets, counts)
+
+
+def _stack_losses_drawn(model: StackedMLM, inputs: torch.Tensor, key_padding: torch.Tensor | None,
+                        order: torch.Tensor, targets: torch.Tensor, counts: torch.Tensor,
+                        masks: list[torch.Tensor]) -> torch.Tensor:
+    return stack_losses(model, inputs, key_padding, order, targets, counts, DrawnNoise(masks))
+
+
+@functools.cache
+def compiled_stack_losses(backend: str):
+    """`stack_losses` through `torch.compile`, dropout masks drawn ahead and passed in (compiled at the first
+    call, and again for a new shape or group size; the masked width is marked dynamic at each call)."""
+    return torch.compile(_stack_losses_drawn, backend=backend)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -248,26 +313,42 @@ def group_train_step(model: StackedMLM, optimizer, scheduler, batches: torch.Ten
     """One optimizer step of every member on its own batch: batches [G, b, s] (CPU). Member g's masks and
     dropout come from its streams at `step`, as in `workers.pretrain.train_step`.
     Returns (each member's loss, each member's real tokens)."""
+    losses, real_tokens = queue_group_step(model, optimizer, scheduler, batches, special, settings, step, precision)
+    return losses.tolist(), real_tokens
+
+
+def queue_group_step(model: StackedMLM, optimizer, scheduler, batches: torch.Tensor, special: SpecialIds,
+                     settings: list[PretrainSettings], step: int, precision: str) -> tuple[torch.Tensor, list[int]]:
+    """`group_train_step` without reading the losses back: returns (the losses [G] on the model's device, each
+    member's real tokens). On a GPU nothing here waits for the device. With `settings[0].compile` the forward
+    pass runs compiled, its dropout masks drawn ahead (the same masks as the eager pass)."""
     masked = [mask_tokens(batches[g], special.never_masked(), special.mask, special.vocab_size, s.mask_prob,
                           torch_generator(s.seed, "pretrain/mask", step)) for g, s in enumerate(settings)]
     inputs = torch.stack([m[0] for m in masked])  # [G, b, s]
-    labels = torch.stack([m[1] for m in masked])  # [G, b, s]
+    order, targets, counts = masked_rows(torch.stack([m[1] for m in masked]).flatten(1))  # on the CPU
     is_real = batches != special.pad
     real_tokens = is_real.flatten(1).sum(1).tolist()
     key_padding = None if bool(is_real.all()) else is_real
     device = model.device
     if device.type != "cpu":
-        inputs, labels = inputs.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        inputs, order, targets, counts = (t.to(device, non_blocking=True) for t in (inputs, order, targets, counts))
         key_padding = None if key_padding is None else key_padding.to(device)
     drop = DropoutStreams([torch_generator(s.seed, "pretrain/dropout", step, device=device) for s in settings])
     with autocast(precision, device):
-        losses = model.losses(inputs, labels, key_padding, drop)
+        if settings[0].compile:
+            masks = drop.draw(model.dropout_shapes(batches.shape[1], batches.shape[2]), device)
+            torch._dynamo.mark_dynamic(order, 1)
+            torch._dynamo.mark_dynamic(targets, 1)
+            compiled = compiled_stack_losses(member_loop.COMPILE_BACKEND)
+            losses = compiled(model, inputs, key_padding, order, targets, counts, masks)
+        else:
+            losses = stack_losses(model, inputs, key_padding, order, targets, counts, drop)
     optimizer.zero_grad(set_to_none=True)
     losses.sum().backward()
     clip_member_grad_norms_(model.weights)
     optimizer.step()
     scheduler.step()
-    return losses.detach().tolist(), real_tokens
+    return losses.detach(), real_tokens
 
 
 # ----------------------------------------------------------------------------------------------
@@ -374,22 +455,27 @@ def train_segment(active: list[GroupMember], stop: int, blocks: np.ndarray, spec
     for step in range(active[0].step, stop):
         t0 = time.perf_counter()
         rows = np.stack([batch_at(blocks, step, m.settings.batch_size, m.settings.seed) for m in active])
-        losses, real = group_train_step(model, optimizer, scheduler, torch.from_numpy(rows).long(), special,
+        losses, real = queue_group_step(model, optimizer, scheduler, torch.from_numpy(rows).long(), special,
                                         [m.settings for m in active], step, precision)
+        done = step + 1
+        logs = on_log is not None and (done % settings.log_every == 0 or done == settings.max_steps)
+        saves = done % settings.checkpoint_every == 0 or done == settings.max_steps
+        read = logs or saves or done == stop
+        values = losses.tolist() if read else None  # waits for the device: the queued steps count here
         spent = time.perf_counter() - t0
         for g, member in enumerate(active):
-            member.step, member.loss = step + 1, losses[g]
+            member.step = step + 1
+            member.loss = values[g] if read else member.loss
             member.tokens += real[g]
             member.train_s += spent  # each member spent the group's time
             window_tokens[g] += real[g]
-        done = step + 1
-        if on_log and (done % settings.log_every == 0 or done == settings.max_steps):
+        if logs:
             now = time.perf_counter()
             lr = scheduler.get_last_lr()[0]
             for g, member in enumerate(active):
                 on_log(member.name, _record(member, window_tokens[g], now - window_t0, lr, len(active)))
             window_tokens, window_t0 = [0] * len(active), now
-        if done % settings.checkpoint_every == 0 or done == settings.max_steps:
+        if saves:
             _sync_members(active, model, optimizer, scheduler)
             for member in active:
                 if member.checkpoint_dir:

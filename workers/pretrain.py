@@ -4,12 +4,19 @@ Speed comes from three choices that change nothing that is learned:
 - the vocabulary decoder runs only at the masked positions (about 15% of tokens), not at all of them;
 - packed blocks carry no padding, so no attention mask is built (the authors pad every article);
 - bf16 autocast where the hardware runs it natively (`precision: auto`, see workers/precision.py) or
-  where the config asks for it (`precision: bf16`).
+  where the config asks for it (`precision: bf16`);
+- the loss is read back from the device only when it is logged or checkpointed, so on a GPU the host
+  queues the next steps while the device works (a read every step waits for the device each time).
 `mlm_loss` equals `BertForMaskedLM(..., labels=...)`'s loss on the same batch (tests check it).
+With `compile` on, the forward pass and the loss run through `torch.compile` (`compiled_mlm_loss`); its
+random draws are torch's own (inductor's `fallback_random`), so on a CPU a compiled member sees the dropout
+masks an eager one sees and its loss curve is the eager one to float rounding (tests/test_compile.py;
+scripts/gpu_compile_check.py compares the two on a GPU).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -46,6 +53,7 @@ class PretrainSettings:
     precision: str  # "auto" | "fp32" | "bf16" (`pretrain` resolves "auto" on the device it runs on)
     checkpoint_every: int
     log_every: int
+    compile: bool = False  # forward pass and loss through torch.compile (pays on a GPU; see compiled_mlm_loss)
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,36 @@ def mlm_loss(model, input_ids: torch.Tensor, labels: torch.Tensor, attention_mas
     return F.cross_entropy(logits.float(), labels[chosen])
 
 
+def _mlm_loss_at(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor,
+                 targets: torch.Tensor) -> torch.Tensor:
+    """`mlm_loss` with the masked positions given: `positions` [n_masked] flat indices into [b*s] (row-major, as
+    a boolean mask selects them), `targets` [n_masked]. No data-dependent shape inside, so it compiles whole."""
+    hidden = model.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [b, s, h]
+    logits = model.cls(hidden.flatten(0, 1).index_select(0, positions))  # [n_masked, vocab]
+    return F.cross_entropy(logits.float(), targets)
+
+
+COMPILE_BACKEND = "inductor"  # torch.compile's backend for `compile` (tests may choose a faster one)
+
+
+@functools.cache
+def compiled_mlm_loss(backend: str):
+    """`_mlm_loss_at` through `torch.compile` (compiled at the first call, again for a new model shape).
+
+    The number of masked positions changes every step: that axis is marked dynamic at each call, so one
+    graph serves every step. Inductor's `fallback_random` keeps dropout on torch's generator (the member's
+    `pretrain/dropout` stream, seeded per step), so masks equal the eager loop's."""
+    options = {"fallback_random": True} if backend == "inductor" else None
+    return torch.compile(_mlm_loss_at, backend=backend, options=options)
+
+
+def masked_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(flat indices of the masked positions, their targets) for labels [b, s] (-100 where not masked)."""
+    flat = labels.flatten()
+    positions = (flat != IGNORE_INDEX).nonzero().squeeze(1)
+    return positions, flat.index_select(0, positions)
+
+
 def batch_at(blocks: np.ndarray, step: int, batch_size: int, seed: int) -> np.ndarray:
     """Rows of the batch of `step`: epochs are seeded permutations of the blocks, so any step is addressable."""
     n = len(blocks)
@@ -99,25 +137,38 @@ def batch_at(blocks: np.ndarray, step: int, batch_size: int, seed: int) -> np.nd
 def train_step(model, optimizer, scheduler, batch: torch.Tensor, special: SpecialIds,
                settings: PretrainSettings, step: int) -> tuple[float, int]:
     """One optimizer step on `batch` [b, s]; returns (loss, real tokens in the batch)."""
+    loss, real_tokens = queue_step(model, optimizer, scheduler, batch, special, settings, step)
+    return loss.item(), real_tokens
+
+
+def queue_step(model, optimizer, scheduler, batch: torch.Tensor, special: SpecialIds,
+               settings: PretrainSettings, step: int) -> tuple[torch.Tensor, int]:
+    """`train_step` without reading the loss back: returns (the loss as a 0-d tensor on the model's device, real
+    tokens). On a GPU nothing here waits for the device, so the host can queue the next step at once."""
     seed_global_torch(settings.seed, "pretrain/dropout", step)
     gen = torch_generator(settings.seed, "pretrain/mask", step)
     inputs, labels = mask_tokens(batch, special.never_masked(), special.mask, special.vocab_size,
                                  settings.mask_prob, gen)
+    positions, targets = masked_positions(labels)  # on the CPU: no device read to find them
     is_real = batch != special.pad
     real_tokens = int(is_real.sum())
     attention_mask = None if bool(is_real.all()) else is_real.long()
     device = next(model.parameters()).device
     if device.type != "cpu":
-        inputs, labels = inputs.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        inputs, positions, targets = (t.to(device, non_blocking=True) for t in (inputs, positions, targets))
         attention_mask = None if attention_mask is None else attention_mask.to(device)
+    if settings.compile:
+        torch._dynamo.mark_dynamic(positions, 0)
+        torch._dynamo.mark_dynamic(targets, 0)
+    loss_at = compiled_mlm_loss(COMPILE_BACKEND) if settings.compile else _mlm_loss_at
     with autocast(settings.precision, device):
-        loss = mlm_loss(model, inputs, labels, attention_mask)
+        loss = loss_at(model, inputs, attention_mask, positions, targets)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
     scheduler.step()
-    return loss.item(), real_tokens
+    return loss.detach(), real_tokens
 
 
 def pretrain(model, blocks: np.ndarray, special: SpecialIds, settings: PretrainSettings,
@@ -150,17 +201,21 @@ def pretrain(model, blocks: np.ndarray, special: SpecialIds, settings: PretrainS
     for step in range(start, settings.max_steps):
         t0 = time.perf_counter()
         batch = torch.from_numpy(batch_at(blocks, step, settings.batch_size, settings.seed)).long()
-        last_loss, real = train_step(model, optimizer, scheduler, batch, special, settings, step)
+        loss, real = queue_step(model, optimizer, scheduler, batch, special, settings, step)
+        done = step + 1
+        logs = on_log is not None and (done % settings.log_every == 0 or done == settings.max_steps)
+        saves = bool(checkpoint_dir) and (done % settings.checkpoint_every == 0 or done == settings.max_steps)
+        if logs or saves or done == settings.max_steps:
+            last_loss = loss.item()  # waits for the device: the steps queued since the last read count here
         train_s += time.perf_counter() - t0
         tokens += real
         window_tokens += real
-        done = step + 1
-        if on_log and (done % settings.log_every == 0 or done == settings.max_steps):
+        if logs:
             now = time.perf_counter()
             on_log({"phase": "pretrain", "step": done, "max_steps": settings.max_steps, "loss": last_loss,
                     "lr": scheduler.get_last_lr()[0], "tokens_per_s": window_tokens / max(now - window_t0, 1e-9)})
             window_tokens, window_t0 = 0, now
-        if checkpoint_dir and (done % settings.checkpoint_every == 0 or done == settings.max_steps):
+        if saves:
             checkpoint.save(checkpoint_dir, done, model, {
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "step": done, "tokens": tokens, "train_s": train_s, "loss": last_loss,
