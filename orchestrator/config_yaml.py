@@ -112,6 +112,14 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return out
 
 
+def flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a.b.c": value} for a nested mapping (lists are values): what `--resume` compares key by key."""
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        out.update(flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
 def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
     """Set `raw[a][b][c] = value` for `a.b.c` in place, adding missing sections; a value in the way is an error."""
     node = raw

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from orchestrator import driver, rundir
 from orchestrator.config_distill import COMMITTEE_METHODS, DistillExperimentConfig, load_distill_config
-from orchestrator.config_yaml import load_raw
+from orchestrator.config_yaml import flatten, load_raw
 from orchestrator.distill_stages import Distillation
 from orchestrator.distill_store import MIRRORED, DistillStore, Origin
 from orchestrator.plan import member_spec, member_specs, model_settings
@@ -151,19 +151,11 @@ def resume_source(run_dir: Path, from_run: str | Path | None, origin: Origin | N
     return origin.from_run
 
 
-def _flat(raw: dict, prefix: str = "") -> dict:
-    """{"a.b": value} for a nested mapping (lists are values)."""
-    out = {}
-    for key, value in raw.items():
-        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-    return out
-
-
 def check_resume(cfg: DistillExperimentConfig, run_dir: Path) -> None:
     """A resumed distillation may change only RESUMABLE_KEYS: its finished members, sets and students were made
     with the run's values, and a report mixing two settings would be wrong without saying so."""
-    saved = _flat(load_distill_config(Path(run_dir) / "config.yaml").model_dump(mode="json"))
-    now = _flat(cfg.model_dump(mode="json"))
+    saved = flatten(load_distill_config(Path(run_dir) / "config.yaml").model_dump(mode="json"))
+    now = flatten(cfg.model_dump(mode="json"))
     changed = sorted(k for k in saved.keys() | now.keys()
                      if saved.get(k) != now.get(k) and not k.startswith(RESUMABLE_KEYS))
     if changed:

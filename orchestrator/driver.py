@@ -24,7 +24,7 @@ import numpy as np
 
 from orchestrator import cluster, report, rundir
 from orchestrator.config import ExperimentConfig, to_yaml, validate_dict
-from orchestrator.config_yaml import load_raw
+from orchestrator.config_yaml import flatten, load_raw
 from orchestrator.monitor import MemberRun
 from orchestrator.plan import member_specs
 from orchestrator.prepare import Prepared, prepare
@@ -40,16 +40,6 @@ log = logging.getLogger(__name__)
 RESUMABLE_KEYS = ("resources.", "committee.members")
 
 
-def _flatten(raw: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in raw.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def check_resume(cfg: ExperimentConfig, run_dir: Path) -> None:
     """A resumed run may change only RESUMABLE_KEYS; anything else would mix members of two experiments."""
     saved_path = Path(run_dir) / "config.yaml"
@@ -57,8 +47,8 @@ def check_resume(cfg: ExperimentConfig, run_dir: Path) -> None:
         raise CommitteeError(f"cannot resume {run_dir}: it holds no config.yaml (not a run directory, "
                              f"or the run was killed before it started)")
     saved_cfg = validate_dict(load_raw(saved_path), source=str(saved_path), model=type(cfg))  # a distill config too
-    saved = _flatten(saved_cfg.model_dump(mode="json"))
-    now = _flatten(cfg.model_dump(mode="json"))
+    saved = flatten(saved_cfg.model_dump(mode="json"))
+    now = flatten(cfg.model_dump(mode="json"))
     changed = [k for k in now if now[k] != saved.get(k) and not k.startswith(RESUMABLE_KEYS)]
     if (now["committee.members"] != saved["committee.members"] and cfg.deep.enabled
             and cfg.deep.token_budget == "committee"):
