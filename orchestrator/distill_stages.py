@@ -22,6 +22,8 @@ from orchestrator import cluster, distill_report
 from orchestrator.distill_store import REAL_METHODS, RECOVER_METHODS, DistillStore
 from orchestrator.plan import model_settings
 from workers import distill as wd
+from workers import recover as wr
+from workers import students as ws
 from workers.committee import Committee, read_run
 from workers.errors import CommitteeError
 from workers.finetune import FinetuneSettings
@@ -29,7 +31,7 @@ from workers.finetune import FinetuneSettings
 PROGRESS_EVERY_S = 10.0
 
 
-def student_specs(cfg, method: str, ipc: int | None, base_dir) -> list[wd.StudentSpec]:
+def student_specs(cfg, method: str, ipc: int | None, base_dir) -> list[ws.StudentSpec]:
     """The students of one distilled set: seeds distill.seed + 0..n-1, a fixed number of steps."""
     st = cfg.distill.student
     specs = []
@@ -39,13 +41,13 @@ def student_specs(cfg, method: str, ipc: int | None, base_dir) -> list[wd.Studen
                                     weight_decay=st.weight_decay, warmup_ratio=st.warmup_ratio,
                                     precision=cfg.finetune.precision, max_steps=st.steps,
                                     soft_target_temperature=st.temperature)
-        specs.append(wd.StudentSpec(method, ipc, seed, model_settings(cfg, st.num_layers), settings, st.init,
+        specs.append(ws.StudentSpec(method, ipc, seed, model_settings(cfg, st.num_layers), settings, st.init,
                                     None if base_dir is None else str(base_dir)))
     return specs
 
 
 def _phase_iterations(iterations: int) -> tuple[int, int]:
-    """Iterations of recover's whole-vocabulary phase and of its top-k phase (workers.distill.recover)."""
+    """Iterations of recover's whole-vocabulary phase and of its top-k phase (workers.recover.recover)."""
     dense = iterations - iterations // 2
     return dense, iterations - dense
 
@@ -246,13 +248,13 @@ class Distillation:
         with _torch_threads(self.threads):
             stats = committee.hidden_stats(arrays.train)
         run = read_run(self.committee_dir)
-        settings = wd.RecoverSettings(iterations=r.iterations, lr=r.lr, stats_weight=r.stats_weight,
+        settings = wr.RecoverSettings(iterations=r.iterations, lr=r.lr, stats_weight=r.stats_weight,
                                       temperature=r.temperature, init_probability=r.init_probability,
                                       keep_top=r.keep_top)
         init_labels, ipc_index = arrays.train_labels[random_rows], np.repeat(np.arange(top), classes)
-        guides = {m: wd.draw_guides(len(committee), range(top), self.d.seed,
+        guides = {m: wr.draw_guides(len(committee), range(top), self.d.seed,
                                     single=committee.best if m == "recover_single" else None) for m in chunks}
-        task = self.ray.remote(**self._task_options())(wd.recover_with_members)
+        task = self.ray.remote(**self._task_options())(wr.recover_with_members)
         pending = {}
         for method, indices in todo:
             rows = np.arange(indices.start * classes, indices.stop * classes)
@@ -266,7 +268,7 @@ class Distillation:
         results = self._collect(pending, "recover", self._recover_task_done)
         return {(method, indices.start): res for (method, indices), res in results.items()}
 
-    def _recover_task_done(self, key: tuple[str, range], res: wd.RecoverResult) -> None:
+    def _recover_task_done(self, key: tuple[str, range], res: wr.RecoverResult) -> None:
         method, indices = key
         self.store.save_recover_task(method, indices, res)
         self.echo(f"recover {method} indices {indices.start}+: loss {res.loss_curve[0]:.3f} -> "
@@ -296,7 +298,7 @@ class Distillation:
         """Students on every (method, IPC) set and seed, as Ray tasks; one row per student. A student that
         finished before (its row on disk) is not trained again; each new row is saved as it arrives."""
         arrays = self.arrays
-        task = self.ray.remote(**self._task_options())(wd.train_student)
+        task = self.ray.remote(**self._task_options())(ws.train_student)
         test_ref, labels_ref = self.ray.put(arrays.test), self.ray.put(arrays.test_labels)
         pending, rows = {}, []
         for method in self.d.methods:

@@ -31,6 +31,7 @@ import numpy as np
 from orchestrator import distill_report, rundir
 from workers import checkpoint
 from workers import distill as wd
+from workers import recover as wr
 from workers.errors import CommitteeError
 
 DISTILLED, STAGES = "distilled", "stages"
@@ -155,7 +156,7 @@ class DistillStore:
     def recover_task_path(self, method: str, indices: range) -> Path:
         return self.run_dir / STAGES / "recover" / method / f"indices-{indices.start}-{indices.stop - 1}.npz"
 
-    def save_recover_task(self, method: str, indices: range, result: wd.RecoverResult) -> None:
+    def save_recover_task(self, method: str, indices: range, result: wr.RecoverResult) -> None:
         meta = {"guide_accuracy_before": result.guide_accuracy_before, "guide_accuracy_after":
                 result.guide_accuracy_after, "seconds": result.seconds, "phase_seconds": list(result.phase_seconds)}
         buffer = io.BytesIO()
@@ -164,7 +165,7 @@ class DistillStore:
                  loss_curve=result.loss_curve, meta=json.dumps(meta))
         checkpoint.write_bytes(self.recover_task_path(method, indices), buffer.getvalue())
 
-    def load_recover_task(self, method: str, indices: range) -> wd.RecoverResult | None:
+    def load_recover_task(self, method: str, indices: range) -> wr.RecoverResult | None:
         """A finished recover task's result, or None (not finished, or unreadable: it runs again)."""
         raw = checkpoint.read_bytes(self.recover_task_path(method, indices))
         if raw is None:
@@ -173,7 +174,7 @@ class DistillStore:
             with np.load(io.BytesIO(raw), allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
                 tokens = wd.SoftTokens(data["token_ids"], data["token_probs"], data["lengths"])
-                return wd.RecoverResult(tokens, data["labels"], data["ipc_index"], data["loss_curve"],
+                return wr.RecoverResult(tokens, data["labels"], data["ipc_index"], data["loss_curve"],
                                         meta["guide_accuracy_before"], meta["guide_accuracy_after"],
                                         meta["seconds"], tuple(meta["phase_seconds"]))
         except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile):

@@ -66,8 +66,9 @@ def solo_curve(blocks, special, device: str, compiled: bool) -> list[float]:
 
 
 def group_curves(blocks, special, device: str, compiled: bool) -> list[list[float]]:
-    from workers.groups import StackedMLM, group_optimizer, group_train_step
+    from workers.groups import group_optimizer, group_train_step
     from workers.pretrain import batch_at
+    from workers.stacked import StackedMLM
 
     group = [settings(seed, compiled) for seed in SEEDS]
     model = StackedMLM([member(special, seed) for seed in SEEDS], device=device).train()

@@ -1,6 +1,6 @@
 """`committee bench`'s section 6 ("members per GPU") alone, for a GPU session too short for the whole benchmark.
 
-The same code as the benchmark's section (bench.sections.groups.bench_groups_gpu): the benchmark's inputs
+The same code as the benchmark's section (bench.sections.groups_gpu.bench_groups_gpu): the benchmark's inputs
 (bench.prepare), its matmul peak (bench.flops), its Ray session (bench.run.ray_session) and its table rows.
 --dry runs every row on the CPU at tiny shapes and K, compiling through the aot_eager backend (the code paths,
 not the numbers), so the script is tested where there is no GPU.
@@ -41,7 +41,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def plan_for(args):
     """The rows to measure: the section's plan, or the tiny one of --dry."""
-    from bench.sections.groups import GpuPlan
+    from bench.sections.groups_gpu import GpuPlan
 
     plan = GpuPlan()
     if args.dry:
@@ -67,7 +67,8 @@ def main(argv: list[str]) -> dict:
     from bench.prepare import prepare
     from bench.report import _row
     from bench.run import ray_session
-    from bench.sections.groups import bench_groups_gpu, groups_table
+    from bench.sections.groups import groups_table
+    from bench.sections.groups_gpu import bench_groups_gpu
     from workers import pretrain as member_loop
 
     hf_logging.set_verbosity_error()

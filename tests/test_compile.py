@@ -17,13 +17,13 @@ import pytest
 import torch
 
 from workers import pretrain as member_loop
-from workers.groups import (DropoutStreams, StackedMLM, _stack_losses_drawn, group_optimizer, group_train_step,
-                            masked_rows, stack_losses)
+from workers.groups import group_optimizer, group_train_step
 from workers.masking import mask_tokens
 from workers.models import bert_config, build_mlm, init_from_streams
 from workers.pretrain import PretrainSettings, batch_at, train_step
 from workers.schedule import make_optimizer
 from workers.seeds import torch_generator
+from workers.stacked import DropoutStreams, StackedMLM, _stack_losses_drawn, masked_rows, stack_losses
 
 STEPS = 4
 

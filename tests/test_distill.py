@@ -18,6 +18,7 @@ import torch
 
 from conftest import run_cli
 from workers import distill as wd
+from workers import recover as wr
 from workers.finetune import FinetuneSettings, finetune_step, soft_target_loss
 from workers.voting import accuracy, aggregate, prior_weights, soft_labels
 
@@ -38,9 +39,9 @@ def test_prior_weights_are_softmax_of_accuracy_in_percent_over_t():
     # T = 5: exp(16), exp(15), exp(12) over their sum
     np.testing.assert_allclose(prior_weights(val_accuracy, 5.0), [0.721399, 0.265388, 0.013213], atol=1e-6)
     # a recover pair is weighted over the pair only
-    np.testing.assert_allclose(wd.guide_weights((2, 0), val_accuracy, 5.0), [np.exp(12) / (np.exp(12) + np.exp(16)),
+    np.testing.assert_allclose(wr.guide_weights((2, 0), val_accuracy, 5.0), [np.exp(12) / (np.exp(12) + np.exp(16)),
                                                                            np.exp(16) / (np.exp(12) + np.exp(16))])
-    assert wd.guide_weights((1,), val_accuracy, 5.0).tolist() == [1.0]
+    assert wr.guide_weights((1,), val_accuracy, 5.0).tolist() == [1.0]
 
 
 def test_method4_soft_labels_are_the_prior_weighted_sum_of_the_members_logits():
@@ -243,13 +244,13 @@ def test_recover_lowers_its_loss_and_puts_its_examples_in_class_for_the_guides(c
     wrong = np.flatnonzero((logits.argmax(-1) != arrays.test_labels[None]).any(0))[:4]
     assert len(wrong) == 4
     stats = committee.hidden_stats(arrays.train)
-    settings = wd.RecoverSettings(iterations=40, lr=0.25, stats_weight=0.01, temperature=5.0, init_probability=0.9,
+    settings = wr.RecoverSettings(iterations=40, lr=0.25, stats_weight=0.01, temperature=5.0, init_probability=0.9,
                                   keep_top=8)
-    result = wd.recover(committee.members, stats, committee.val_accuracy, wd.take(arrays.test, wrong),
+    result = wr.recover(committee.members, stats, committee.val_accuracy, wd.take(arrays.test, wrong),
                         arrays.test_labels[wrong], np.zeros(4, dtype=np.int64), [pair], settings, committee.pad_id)
     assert result.loss_curve[-1] < 0.5 * result.loss_curve[0]
     assert result.guide_accuracy_before < 1.0 and result.guide_accuracy_after == 1.0
-    saved = wd.guided_accuracy(committee.members, result.tokens, result.labels, result.ipc_index, [pair],
+    saved = wr.guided_accuracy(committee.members, result.tokens, result.labels, result.ipc_index, [pair],
                                committee.pad_id)
     assert saved == 1.0 and result.tokens.ids.shape[2] == 8
 

@@ -17,6 +17,7 @@ from conftest import REPO, run_cli
 from orchestrator.distill_store import DistillStore
 from orchestrator.rundir import MARKER, RunLayout
 from workers import distill as wd
+from workers import recover as wr
 from workers.corpus import Ragged
 from workers.errors import CommitteeError
 
@@ -101,7 +102,7 @@ def test_a_recover_task_reads_back_exactly_and_a_damaged_one_runs_again(tmp_path
     rng = np.random.default_rng(2)
     tokens = wd.SoftTokens(rng.integers(0, 50, (8, 6, 3)).astype(np.int32),
                            rng.dirichlet(np.ones(3), (8, 6)).astype(np.float32), rng.integers(3, 7, 8))
-    result = wd.RecoverResult(tokens, np.arange(8) % 4, np.repeat([0, 1], 4), rng.normal(size=30), 0.375, 1.0,
+    result = wr.RecoverResult(tokens, np.arange(8) % 4, np.repeat([0, 1], 4), rng.normal(size=30), 0.375, 1.0,
                               6.25, (4.5, 1.75))
     store, indices = DistillStore(tmp_path), range(4, 6)
     assert store.load_recover_task("recover", indices) is None

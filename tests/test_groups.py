@@ -1,4 +1,4 @@
-"""Member groups (workers/groups.py): G members trained as one stacked model learn what each learns alone.
+"""Member groups (workers/groups.py, stacked.py): G members trained as one stacked model learn what each learns alone.
 
 - equivalence: on CPU in fp32, a member trained in a group of 4 has its solo loss curve (to 1e-4) and
   weights, with dropout on (each member's dropout masks are drawn as its solo loop draws them) and off
@@ -26,9 +26,10 @@ from orchestrator.config import load_config
 from orchestrator.plan import auto_members_per_actor, group_specs, member_specs
 from orchestrator.rundir import RunLayout
 from workers import checkpoint
-from workers.groups import GroupMember, StackedMLM, group_optimizer, group_train_step, member_training_bytes, pretrain_group
+from workers.groups import GroupMember, group_optimizer, group_train_step, member_training_bytes, pretrain_group
 from workers.models import ModelSettings, bert_config, build_mlm, init_from_streams
 from workers.pretrain import RESUME_KEYS, PretrainSettings, SpecialIds, pretrain
+from workers.stacked import StackedMLM
 
 FP32 = ("pretrain.precision=fp32", "finetune.precision=fp32")
 
@@ -257,12 +258,12 @@ def test_resume_skips_the_finished_members_of_a_grouped_run(grouped_run):
 
 
 def test_gpu_rows_run_on_the_cpu_and_skip_past_the_time_budget(ray_local, monkeypatch):
-    """Every side of bench.sections.groups' CUDA rows, at a tiny shape on the CPU through a real local Ray
+    """Every side of bench.sections.groups_gpu's CUDA rows, at a tiny shape on the CPU through a real local Ray
     (compiling through aot_eager: inductor's C++ build takes a minute here); with no time left every row is
     skipped, saying why, and none is left out."""
     from bench.options import QUICK, BenchOptions
     from bench.prepare import prepare as bench_prepare
-    from bench.sections.groups import GpuPlan, bench_groups_gpu
+    from bench.sections.groups_gpu import GpuPlan, bench_groups_gpu
     from workers import pretrain as member_loop
 
     monkeypatch.setattr(member_loop, "COMPILE_BACKEND", "aot_eager")

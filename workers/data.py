@@ -48,9 +48,9 @@ from workers.datasets import (
     data_files_source,
     file_identity,
     files_source,
-    read_columns,
     resolve_source,
 )
+from workers.dataset_readers import read_columns
 from workers.errors import DataError
 from workers.few_rel import few_rel_source
 from workers.task_examples import dataset_task_source, per_class_sample

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from workers.data_root import TASK_TEXT_COLUMNS
-from workers.datasets import DATA_SUFFIXES, Part, column_names, read_columns
+from workers.dataset_readers import column_names, read_columns
+from workers.datasets import DATA_SUFFIXES, Part
 from workers.errors import DataError
 from workers.few_rel import read_few_rel
 from workers.task_examples import frozen_ids, parse_task_part

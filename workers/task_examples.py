@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from workers.data_cache import cached
-from workers.datasets import Part, read_columns
+from workers.dataset_readers import read_columns
+from workers.datasets import Part
 from workers.errors import DataError
 
 if TYPE_CHECKING:
