@@ -35,7 +35,7 @@ CACHE_ENV = "COMMITTEE_CACHE"
 # the code whose output is cached: a change to any of these files changes every cache key
 _SOURCES = ("workers/data.py", "workers/data_root.py", "workers/data_cache.py", "workers/task_examples.py",
             "workers/few_rel.py", "workers/datasets.py", "workers/dataset_readers.py", "workers/corpus.py",
-            "workers/tokenizer.py", "orchestrator/prepare.py")
+            "workers/tokenizer.py", "workers/wordpiece.py", "orchestrator/prepare.py")
 _REPO = Path(__file__).resolve().parents[1]
 
 

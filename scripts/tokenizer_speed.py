@@ -20,7 +20,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from workers.data import load_wikipedia_texts
-from workers.tokenizer import MAX_WORD_CHARS, PREFIX, SPECIAL_TOKENS, count_words, learn_vocab
+from workers.tokenizer import MAX_WORD_CHARS, count_words
+from workers.wordpiece import PREFIX, SPECIAL_TOKENS, learn_vocab
 
 # ----------------------------------------------------------------------------------------------
 # The previous implementation (reference only)

@@ -377,7 +377,7 @@ def test_cache_key_code_covers_every_module_the_data_code_imports():
 
 @pytest.mark.parametrize("module", ["workers/data.py", "workers/data_root.py", "workers/data_cache.py",
                                     "workers/task_examples.py", "workers/few_rel.py", "workers/datasets.py",
-                                    "workers/dataset_readers.py"])
+                                    "workers/dataset_readers.py", "workers/tokenizer.py", "workers/wordpiece.py"])
 def test_cache_keys_follow_the_data_code(tmp_path, monkeypatch, module):
     """Editing any module the prepared data comes from changes the tokenizer and the arrays keys."""
     for rel in prepare._SOURCES:

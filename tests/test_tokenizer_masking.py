@@ -9,7 +9,8 @@ from workers.corpus import encode, pack_blocks
 from workers.data import pretraining_articles
 from workers.masking import IGNORE_INDEX, mask_tokens
 from workers.pretrain import SpecialIds
-from workers.tokenizer import SPECIAL_TOKENS, load_tokenizer, train_wordpiece
+from workers.tokenizer import load_tokenizer, train_wordpiece
+from workers.wordpiece import SPECIAL_TOKENS
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,10 @@ import sys
 
 import pytest
 
-from workers import tokenizer
+from workers import wordpiece
 from workers.data import pretraining_articles
-from workers.tokenizer import count_words, learn_vocab, train_wordpiece
+from workers.tokenizer import count_words, train_wordpiece
+from workers.wordpiece import learn_vocab
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
@@ -44,7 +45,7 @@ def test_word_counts_match_the_reference(articles, reference):
 @pytest.mark.parametrize("vectorise_from", [0, 192, 10**9], ids=["all-numpy", "mixed", "all-loop"])
 def test_vocab_matches_the_reference_token_for_token(reference, vectorise_from, monkeypatch):
     counts, reference_vocab = reference
-    monkeypatch.setattr(tokenizer, "_VECTORISE_FROM_POSITIONS", vectorise_from)
+    monkeypatch.setattr(wordpiece, "_VECTORISE_FROM_POSITIONS", vectorise_from)
     vocab = learn_vocab(counts, 4000)
     assert len(vocab) == 4000
     assert vocab == reference_vocab  # same tokens in the same order: the same ids
@@ -74,7 +75,7 @@ def test_vocab_does_not_depend_on_string_hashing(reference, tmp_path):
     counts_file = tmp_path / "counts.json"
     counts_file.write_text(json.dumps(dict(counts)))
     program = (
-        "import json, sys; from collections import Counter; from workers.tokenizer import learn_vocab; "
+        "import json, sys; from collections import Counter; from workers.wordpiece import learn_vocab; "
         "print(json.dumps(learn_vocab(Counter(json.load(open(sys.argv[1]))), 4000)))"
     )
     for seed in ("1", "2"):
