@@ -69,11 +69,19 @@ class _ConfigLoader(yaml.SafeLoader):
 
 
 # YAML 1.1 reads `1e-3` (no dot) as a string; a config means the number, as YAML 1.2 does.
-_ConfigLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+.0123456789"),
-)
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+_ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+.0123456789"))
+
+
+# YAML 1.1 reads `012` as octal 10 and `1:30` as 90 (base 60). A config means neither: integers are read as
+# YAML 1.2 reads them (decimal without a leading zero, 0x hex, 0o octal). A number written with a leading
+# zero (`0012`) stays text, so `name: 0012` names the run "0012" and `seed: 012` is refused, not read as 10.
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:int"]
+    for first, resolvers in _ConfigLoader.yaml_implicit_resolvers.items()
+}
+_CONFIG_INT = re.compile(r"^(?:[-+]?(?:0|[1-9][0-9_]*)|0x[0-9a-fA-F_]+|0o[0-7_]+)$")
+_ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:int", _CONFIG_INT, list("-+0123456789"))
 
 
 def _yaml_load(text: str) -> Any:
@@ -165,4 +173,10 @@ class PlainDumper(yaml.SafeDumper):
 
     def ignore_aliases(self, data: Any) -> bool:
         return True
+
+
+# Text that either YAML 1.1 or the config loader would read as a number is written in quotes, so that
+# `load_raw` reads back exactly what was written (e.g. a name "0o17" or "1e-3").
+PlainDumper.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+.0123456789"))
+PlainDumper.add_implicit_resolver("tag:yaml.org,2002:int", _CONFIG_INT, list("-+0123456789"))
 

@@ -14,7 +14,7 @@ from orchestrator.config import MAX_BASE_SEED, ExperimentConfig, load_config, to
 from orchestrator.config_distill import load_distill_config
 from orchestrator.config_reference import describe_fields
 from orchestrator.config_sweep import load_sweep_config
-from orchestrator.config_yaml import apply_overrides, load_raw
+from orchestrator.config_yaml import PlainDumper, apply_overrides, load_raw
 from workers.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -269,6 +269,24 @@ def test_a_run_name_yaml_reads_as_an_integer_is_its_decimal_text(tmp_path):
     assert load_distill_config(REPO / "configs/distill_smoke.yaml", ["name=7"]).name == "7"
     with pytest.raises(ConfigError, match=r"- name: run name '-5' has characters other than"):
         load_config(REPO / "configs/smoke.yaml", ["name=-5"])  # the decimal text still passes the name checks
+
+
+def test_integers_read_as_yaml_1_2_reads_them_and_leading_zeros_stay_text(tmp_path):
+    raw = load_raw(_write(tmp_path, "a: 012\nb: 0x1F\nc: 0o17\nd: 1:30\ne: -5\nf: 0\ng: 1_000\n"))
+    assert raw == {"a": "012", "b": 31, "c": 15, "d": "1:30", "e": -5, "f": 0, "g": 1000}  # YAML 1.1: 10, 90
+    cfg = load_config(_write(tmp_path, "name: 0012\n", name="zeros.yaml"))
+    assert cfg.name == "0012"
+    assert load_config(_write(tmp_path, to_yaml(cfg), name="again.yaml")).name == "0012"  # written back quoted
+    assert load_config(REPO / "configs/smoke.yaml", ["name=0o17"]).name == "15"
+    with pytest.raises(ConfigError, match=r"seed: Input should be a valid integer"):
+        load_config(REPO / "configs/smoke.yaml", ["seed=012"])  # not silently octal 10
+
+
+def test_text_the_config_loader_reads_as_a_number_is_written_back_in_quotes(tmp_path):
+    values = {"a": "0o17", "b": "1e-3", "c": "0012", "d": "1:30", "e": "12", "f": 12, "g": 1e-3}
+    path = tmp_path / "back.yaml"
+    path.write_text(yaml.dump(values, Dumper=PlainDumper))
+    assert load_raw(path) == values
 
 
 @pytest.mark.parametrize("value, kind", [
