@@ -4,6 +4,7 @@ check (space, search, data, run dir; nothing created) -> prepare every data conf
 measured overlap, token arrays `ray.put` once) -> claim the run directory -> `tune.Tuner` (or
 `Tuner.restore` with --resume: no finished trial runs again) -> one row per trial -> the members of
 each point voted by the voting actor -> sweep.csv / sweep.json / sweep.md, the plots, best_config.yaml.
+Trials whose scratch twins would be identical share one (`<storage root>/twins/`, see workers.trainables).
 
 Tune is used as documented: a function trainable (`workers.trainables.member_pair`) with resources per
 trial from `resources.*`, `tune.RunConfig(storage_path=<run dir>/tune or storage.uri)`, a
@@ -169,6 +170,7 @@ def trial_rows(cfg: SweepConfig, grid, data: dict[str, SweepData]) -> list[dict]
                "status": status, "corpus_source": corpus["source"], "pretrain_articles": corpus["articles"],
                "corpus_tokens": corpus["corpus_tokens"], "type_overlap": corpus["type_overlap"],
                "occurrence_overlap": corpus["occurrence_overlap"], "iterations": m.get("training_iteration"),
+               "scratch_reused": m.get("scratch_reused"), "twin_key": m.get("twin_key"),
                "error": None if result.error is None else str(result.error).splitlines()[0][:300]}
         for key in ("pretrain_tokens", "pretrain_steps", "val_accuracy", "scratch_val_accuracy", "val_gap",
                     "test_accuracy", "scratch_test_accuracy", "gap"):
@@ -204,6 +206,11 @@ def trials_root(layout: rundir.RunLayout):
 
 def trial_root(layout: rundir.RunLayout, trial_id: str):
     return checkpoint.join(trials_root(layout), trial_id)
+
+
+def twins_root(layout: rundir.RunLayout):
+    """The sweep's store of finished scratch twins, shared by its trials: <storage root>/twins/<twin key>/."""
+    return checkpoint.join(layout.storage_root, "twins")
 
 
 # the accuracy each metric rests on: a gap or an accuracy means something only once that model learned the task
@@ -334,7 +341,7 @@ def run_sweep(cfg: SweepConfig, run_dir: str | Path, address: str | None = None,
         if not checkpoint.is_uri(layout.storage_root):
             cluster.check_shared_dir(Path(trials_root(layout)))  # several nodes: every one must see the trials
         plan = {"sweep": cfg, "threads": max(1, int(res.num_cpus_per_member)),
-                "trials_root": str(trials_root(layout)),
+                "trials_root": str(trials_root(layout)), "twins_root": str(twins_root(layout)),
                 "data": {key: {"arrays": ray.put(d.prepared.arrays), "blocks": d.corpus["blocks"]}
                          for key, d in data.items()}}
         tuner = make_tuner(cfg, layout, plan, resume, tokenizers)
@@ -377,7 +384,7 @@ def finish(ray, cfg: SweepConfig, layout: rundir.RunLayout, grid, data: dict[str
                   for p in points}
         selection = best_point(cfg, points, rows, chance)
         out["best"], out["best_at_chance"] = selection["point"], selection["at_chance"]
-        out["chance"] = next(iter(chance.values()), None)
+        out["chance"] = chance  # per point: a point's task (task.*) sets its validation labels
         if out["best"] is not None:
             write_best_config(cfg, out["best"], layout.run_dir / "best_config.yaml")
         else:

@@ -23,7 +23,7 @@ PERMUTATIONS = 5000
 ROW_FIELDS = ("trial_id", "point_id", "member_index", "seed", "status", "corpus_source", "pretrain_articles",
               "corpus_tokens", "pretrain_tokens", "pretrain_steps", "type_overlap", "occurrence_overlap",
               "val_accuracy", "scratch_val_accuracy", "val_gap", "test_accuracy", "scratch_test_accuracy", "gap",
-              "iterations", "error")
+              "scratch_reused", "iterations", "error")
 
 
 def mean_interval(values: list[float]) -> dict:
@@ -102,9 +102,20 @@ def correlations(rows: list[dict], seed: int) -> dict:
             for axis in ("corpus_tokens", "pretrain_tokens", "type_overlap", "occurrence_overlap")}
 
 
+def twin_counts(rows: list[dict]) -> dict:
+    """How many scratch twins the trials trained and how many they reused (trials that reported neither, e.g.
+    failed before their twin was ready, are not counted). `distinct`: different twins among those trained
+    (two trials that trained the same twin at once count once)."""
+    known = [r for r in rows if r.get("scratch_reused") is not None]
+    trained = [r for r in known if not r["scratch_reused"]]
+    return {"trials": len(known), "trained": len(trained), "reused": len(known) - len(trained),
+            "distinct": len({r.get("twin_key") or r["trial_id"] for r in trained})}
+
+
 def build(header: dict, rows: list[dict], points: list[dict]) -> dict:
     """sweep.json's content. `header`: name, search, metric, ... (see orchestrator.sweep)."""
-    return {**header, "rows": rows, "points": points, "correlations": correlations(rows, header.get("seed", 0))}
+    return {**header, "rows": rows, "points": points, "correlations": correlations(rows, header.get("seed", 0)),
+            "twins": twin_counts(rows)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -189,6 +200,32 @@ def _corr(c: dict) -> str:
     return f"{c['rho']:+.2f} (permutation p = {c['p']:.3f}, n = {c['n']} trials)"
 
 
+def twin_line(twins: dict | None) -> str:
+    """One sentence: how many scratch twins were trained for how many trials."""
+    if not twins or not twins["trials"]:
+        return "No trial reported its scratch twin."
+    distinct = "" if twins["distinct"] == twins["trained"] else f" ({twins['distinct']} distinct)"
+    return (f"Scratch twins: {twins['trained']} trained{distinct} for {twins['trials']} trial(s); "
+            f"{twins['reused']} trial(s) reused the twin of a trial with the same fine-tuning settings, seed and "
+            f"task data (docs/sweep.md).")
+
+
+def chance_line(r: dict) -> str:
+    """The points left out of the selection, each with the bar it failed: one bar when they share it (one
+    task), else each point's own (its task's validation labels set its chance level)."""
+    left_out = r["best_at_chance"]
+    levels = {point_id: r["chance"][point_id] for point_id in left_out}
+    head = "Left out of the selection, their models no better than chance"
+
+    def bar(c: dict) -> str:
+        return (f"mean validation accuracy at most {_pct(c['bar'])}%: the most frequent class's {_pct(c['chance'])}% "
+                f"plus two standard errors on {c['val_examples']} examples")
+
+    if len({json.dumps(c, sort_keys=True) for c in levels.values()}) == 1:
+        return f"{head} ({bar(next(iter(levels.values())))}): {', '.join(left_out)}."
+    return f"{head}: " + "; ".join(f"{point_id} ({bar(levels[point_id])})" for point_id in left_out) + "."
+
+
 def markdown(r: dict, command: str) -> str:
     lines = [f"# Sweep report: {r['name']}", "",
              f"Task **{r['task']}**; search **{r['search']}** over {', '.join(f'`{k}`' for k in r['space_keys'])}, "
@@ -197,6 +234,7 @@ def markdown(r: dict, command: str) -> str:
              f"vocabulary size, learned on a reference corpus every point shares. "
              f"{len(r['rows'])} trial(s): {r['status_counts']}. Gap = pre-trained minus scratch accuracy on the "
              f"test set, in points; overlap measured on the task's training text (docs/sweep.md defines it).", "",
+             twin_line(r.get("twins")), "",
              "## Points", "",
              "| point | corpus tokens | articles | type overlap | occ. overlap | seeds done | pre-trained | scratch | "
              "gap [95% CI] | committee pre / scratch (gap) |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -227,10 +265,7 @@ def markdown(r: dict, command: str) -> str:
         else:
             lines += ["No point's model learned the task above chance on validation, so no `best_config.yaml`."]
         if r.get("best_at_chance"):
-            c = r["chance"]
-            lines += ["", f"Left out of the selection, their models no better than chance (mean validation accuracy "
-                          f"at most {_pct(c['bar'])}%: the most frequent class's {_pct(c['chance'])}% plus two standard "
-                          f"errors on {c['val_examples']} examples): {', '.join(r['best_at_chance'])}."]
+            lines += ["", chance_line(r)]
         lines += [""]
     lines += ["## Reproduce", "", "```", command, "```", ""]
     return "\n".join(lines)

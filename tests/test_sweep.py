@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,8 @@ from conftest import REPO, run_cli
 from orchestrator.config_reference import describe_fields
 from orchestrator.config_sweep import SweepSection, load_sweep_config
 from orchestrator.sweep import best_point, chance_level, check_search_package, check_sweep
-from orchestrator.sweep_report import mean_interval, spearman
-from orchestrator.sweep_space import point_config, trial_specs, with_reference_tokenizer
+from orchestrator.sweep_report import chance_line, mean_interval, spearman, twin_line
+from orchestrator.sweep_space import point_config, trial_specs, twin_key, with_reference_tokenizer
 from workers.errors import CommitteeError, ConfigError
 from workers.member import Role
 
@@ -120,6 +121,130 @@ def test_a_trial_pairs_a_pretrained_member_with_its_scratch_twin():
     assert scratch.seed == pre.seed == cfg.experiment.seed + 1 and scratch.finetune == pre.finetune
     assert pre.pretrain.max_steps == 77 and scratch.pretrain is None
     assert cfg.experiment.tokenizer.train_articles == 60, "one tokenizer, learned on the largest corpus"
+
+
+def _task_arrays(train_ids):
+    """Small task arrays (4 training sequences of 3 tokens, 2 val, 2 test) around the given training ids."""
+    import numpy as np
+
+    from workers.corpus import Ragged
+    from workers.member import SharedArrays
+    from workers.pretrain import SpecialIds
+
+    def ragged(ids):
+        return Ragged(np.asarray(ids, dtype=np.int32), np.arange(0, len(ids) + 1, 3, dtype=np.int64))
+
+    return SharedArrays(blocks=np.zeros((2, 8), dtype=np.int32), train=ragged(train_ids),
+                        train_labels=np.array([0, 1, 0, 1]), val=ragged([2, 5, 3, 2, 6, 3]),
+                        val_labels=np.array([0, 1]), test=ragged([2, 7, 3, 2, 8, 3]), test_labels=np.array([1, 0]),
+                        num_classes=2, special=SpecialIds(pad=0, cls=2, sep=3, mask=4, unk=1, vocab_size=20))
+
+
+def test_the_twin_key_changes_with_what_the_scratch_twin_learns_from_and_only_with_that():
+    import numpy as np
+
+    cfg = with_reference_tokenizer(load_sweep_config(SMOKE))
+    arrays = _task_arrays([2, 9, 3, 2, 10, 3, 2, 11, 3, 2, 12, 3])
+
+    def key(values=None, index=0, task=arrays, out_root="/tmp/a"):
+        scratch, _ = trial_specs(point_config(cfg, values or {}), index, 40, out_root)
+        return twin_key(scratch, task)
+
+    base = key()
+    # pre-training only (corpus size, its settings, the steps the budget gives it), where it is written,
+    # and the pre-training blocks: the same twin
+    assert key({"pretrain.articles": 60}) == key({"pretrain.lr": 1e-4, "pretrain.max_steps": 7}) == base
+    assert key({"sweep.corpus.source": "ranked", "sweep.corpus.tokens": 5000}) == key(out_root="s3://bucket/x") == base
+    assert key(task=replace(arrays, blocks=np.ones((3, 8), np.int32))) == base
+    # what it learns from: another twin
+    changed = [key({"finetune.lr": 1e-3}), key({"finetune.epochs": 2}), key({"finetune.precision": "bf16"}),
+               key({"model.hidden_size": 32}), key({"seed": 5}), key(index=1),
+               key(task=_task_arrays([2, 9, 3, 2, 10, 3, 2, 11, 3, 2, 13, 3])),  # one training token
+               key(task=replace(arrays, val_labels=np.array([1, 1])))]
+    assert len({base, *changed}) == len(changed) + 1, "every change makes another twin"
+    with pytest.raises(ValueError, match="scratch"):
+        twin_key(trial_specs(point_config(cfg, {}), 0, 40, "/tmp/a")[1], arrays)
+
+
+@pytest.mark.parametrize("uri", [False, True], ids=["path", "file-uri"])
+def test_the_twin_store_hands_a_finished_twin_to_another_trial(tmp_path, uri):
+    """publish -> fetch copies the twin's result and curve into another trial's scratch directory (as files
+    that trial's readers load); a store without the twin, or with an unreadable one, hands over nothing."""
+    import numpy as np
+
+    from workers import checkpoint
+    from workers.member import MemberResult, load_result, save_result
+    from workers.trainables import (
+        CURVE_FILE,
+        fetch_twin,
+        has_finished_member,
+        publish_twin,
+        read_twin_record,
+        twin_path,
+    )
+
+    root = f"file://{tmp_path}" if uri else tmp_path
+    trained, other, store = (checkpoint.join(root, name) for name in ("t1/scratch-00", "t2/scratch-00", "twins"))
+    result = MemberResult("scratch-00", "scratch", 0, 0, 1, 1234, 0.5, 0.25, np.eye(2, dtype=np.float32),
+                          np.ones((3, 2), dtype=np.float32), finetune_stats={"steps": 8})
+    save_result(result, trained)
+    checkpoint.write_bytes(checkpoint.join(trained, CURVE_FILE), b"[0.25, 0.5]")
+    assert not fetch_twin(store, "t-k", other) and not has_finished_member(other)
+    publish_twin(store, "t-k", trained)
+    assert fetch_twin(store, "t-k", other) and has_finished_member(other)
+    copy = load_result(other)
+    assert (copy.val_accuracy, copy.finetune_stats) == (0.5, {"steps": 8})
+    assert np.array_equal(copy.test_logits, result.test_logits)
+    assert checkpoint.read_bytes(checkpoint.join(other, CURVE_FILE)) == b"[0.25, 0.5]"
+    assert read_twin_record(other) == {"key": "t-k", "reused": True, "trained_in": str(trained)}
+    checkpoint.write_bytes(twin_path(store, "t-k"), b"not a twin")
+    assert not fetch_twin(store, "t-k", checkpoint.join(root, "t3/scratch-00"))
+
+
+def test_a_trial_loads_its_own_finished_twin_before_the_stores(tmp_path):
+    """A retried or resumed trial whose scratch member finished keeps it; a new trial takes the store's."""
+    import numpy as np
+
+    from workers import checkpoint
+    from workers.member import MemberResult, save_result
+    from workers.trainables import CURVE_FILE, publish_twin, scratch_twin
+
+    cfg = with_reference_tokenizer(load_sweep_config(SMOKE))
+    arrays = _task_arrays([2, 9, 3, 2, 10, 3, 2, 11, 3, 2, 12, 3])
+    own, fresh = (trial_specs(point_config(cfg, {}), 0, 40, tmp_path / t)[0] for t in ("t1", "t2"))
+    key = twin_key(own, arrays)
+    for out_dir, val_accuracy in ((own.out_dir, 0.5), (tmp_path / "elsewhere", 1.0)):
+        save_result(MemberResult("scratch-00", "scratch", 0, 0, 1, 10, val_accuracy, 0.5, np.zeros((2, 2), np.float32),
+                                 np.zeros((2, 2), np.float32)), out_dir)
+        checkpoint.write_bytes(checkpoint.join(out_dir, CURVE_FILE), json.dumps([val_accuracy]).encode())
+    publish_twin(tmp_path / "twins", key, tmp_path / "elsewhere")
+    result, curve, record = scratch_twin(own, arrays, tmp_path / "twins")
+    assert (result.val_accuracy, curve, record["reused"]) == (0.5, [0.5], False)
+    result, curve, record = scratch_twin(fresh, arrays, tmp_path / "twins")
+    assert (result.val_accuracy, curve, record["reused"], record["key"]) == (1.0, [1.0], True, key)
+
+
+def test_the_report_counts_twins_and_quotes_each_left_out_points_chance_bar():
+    import numpy as np
+
+    from orchestrator.sweep_report import twin_counts
+
+    rows = [{"trial_id": "a", "scratch_reused": False, "twin_key": "t-0"},
+            {"trial_id": "b", "scratch_reused": False, "twin_key": "t-1"},
+            {"trial_id": "c", "scratch_reused": True, "twin_key": "t-0"},
+            {"trial_id": "d", "scratch_reused": False, "twin_key": "t-1"},  # trained at the same time as b
+            {"trial_id": "e", "scratch_reused": None, "twin_key": None}]  # failed before its twin was ready
+    twins = twin_counts(rows)
+    assert twins == {"trials": 4, "trained": 3, "reused": 1, "distinct": 2}
+    assert twin_line(twins).startswith("Scratch twins: 3 trained (2 distinct) for 4 trial(s); 1 trial(s) reused")
+    four = chance_level(np.repeat(np.arange(4), 20))  # 25% chance on 80 examples
+    two = chance_level(np.repeat(np.arange(2), 50))  # 50% chance on 100 examples
+    one_bar = chance_line({"best_at_chance": ["p1", "p2"], "chance": {"p1": four, "p2": four, "p3": two}})
+    assert one_bar.count("at most") == 1 and "25.0%" in one_bar and one_bar.endswith(": p1, p2.")
+    two_bars = chance_line({"best_at_chance": ["p1", "p3"], "chance": {"p1": four, "p2": four, "p3": two}})
+    assert "p1 (mean validation accuracy at most 34.7%: the most frequent class's 25.0%" in two_bars
+    assert "p3 (mean validation accuracy at most 60.0%: the most frequent class's 50.0% plus two standard errors " \
+           "on 100 examples)" in two_bars
 
 
 def test_mean_interval_and_spearman_on_known_values():
@@ -256,6 +381,26 @@ def test_trials_report_every_epoch_and_keep_their_members(smoke_sweep):
 
     (tokenizer_dir,) = (run_dir / "tokenizers").iterdir()
     assert len(AutoTokenizer.from_pretrained(str(tokenizer_dir))) == 1000
+
+
+def test_points_that_differ_only_in_their_corpus_share_scratch_twins(smoke_sweep):
+    """2 corpus sizes x 2 seeds: 2 scratch twins are trained, not 4; the second trial of a seed copies the
+    first one's twin, so the seed's scratch accuracies are equal at both points."""
+    run_dir, _, _ = smoke_sweep
+    report = json.loads((run_dir / "sweep.json").read_text())
+    assert report["twins"] == {"trials": 4, "trained": 2, "reused": 2, "distinct": 2}
+    for index in (0, 1):
+        pair = [r for r in report["rows"] if r["member_index"] == index]
+        assert {r["values"]["pretrain.articles"] for r in pair} == {20, 60} and len({r["twin_key"] for r in pair}) == 1
+        assert len({(r["scratch_val_accuracy"], r["scratch_test_accuracy"]) for r in pair}) == 1
+        (trained,), (reused,) = ([r for r in pair if r["scratch_reused"] is flag] for flag in (False, True))
+        scratch = f"scratch-{index:02d}"
+        record = json.loads((run_dir / "trials" / reused["trial_id"] / scratch / "twin.json").read_text())
+        assert Path(record["trained_in"]) == run_dir / "trials" / trained["trial_id"] / scratch
+    trained_dirs = [d for d in (run_dir / "trials").glob("*/scratch-*") if (d / "classifier").is_dir()]
+    assert len(trained_dirs) == 2 and len(list((run_dir / "twins").iterdir())) == 2
+    assert sorted(r["scratch_reused"] for r in rows_of(run_dir)) == ["False", "False", "True", "True"]
+    assert "Scratch twins: 2 trained for 4 trial(s); 2 trial(s) reused" in (run_dir / "sweep.md").read_text()
 
 
 def test_an_existing_sweep_directory_is_refused(smoke_sweep):

@@ -8,24 +8,38 @@ scheduler can stop a poor trial early; the last report adds test accuracy, pre-t
 `final: True`. A trial that fails and is retried resumes: a finished member is loaded from its
 result.npz, an unfinished pre-training from its last checkpoint (the member directory is per trial).
 
+Scratch twins are shared: a twin depends only on its settings, seed and the task arrays
+(`orchestrator.sweep_space.twin_key`), which points that differ only in pre-training share. The first
+trial to train a twin publishes it to the sweep's twin store (`<storage root>/twins/<key>/twin.npz`,
+one file written atomically); a later trial with the same key copies it into its own scratch-NN
+directory instead of training it again, so every reader of trial directories sees the same files.
+
 The token arrays arrive by object reference: the driver `ray.put`s each data configuration once and
 passes the table of references with `tune.with_parameters`; a trial fetches only its own.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import logging
+import zipfile
 
+import numpy as np
 import ray
 from ray import tune
 from ray.tune.search.repeater import TRIAL_INDEX
 
-from orchestrator.sweep_space import MEMBER_INDEX, data_id, point_config, pretrain_steps, trial_specs
+from orchestrator.sweep_space import MEMBER_INDEX, data_id, point_config, pretrain_steps, trial_specs, twin_key
 from workers import checkpoint
-from workers.member import MemberResult, MemberSpec, SharedArrays, load_result, run_member
+from workers.member import RESULT_FILE, MemberResult, MemberSpec, SharedArrays, load_result, run_member
 from workers.voting import accuracy
 
+log = logging.getLogger(__name__)
+
 CURVE_FILE = "val_curve.json"  # a member's validation accuracy after each fine-tuning epoch
+TWIN_FILE = "twin.npz"  # in the twin store: a finished twin's result.npz and curve in one file
+TWIN_RECORD = "twin.json"  # in a trial's scratch directory: {"key", "reused", "trained_in"}
 
 
 def split_trial_config(config: dict) -> tuple[dict, int]:
@@ -59,24 +73,109 @@ def member_with_curve(spec: MemberSpec, arrays: SharedArrays, on_epoch_accuracy=
     return result, curve
 
 
-def _epoch_metrics(epoch: int, accuracy_now: float, scratch_curve: list) -> dict:
+# ----------------------------------------------------------------------------------------------
+# the twin store: scratch twins shared by trials with equal twin keys
+
+
+def twin_path(twins_root, key: str):
+    """Where the store keeps the twin of `key` (a path or URI)."""
+    return checkpoint.join(twins_root, key, TWIN_FILE)
+
+
+def has_finished_member(out_dir) -> bool:
+    """Whether `out_dir` holds what `member_with_curve` loads instead of training: result and curve."""
+    return checkpoint.exists(checkpoint.join(out_dir, RESULT_FILE)) and checkpoint.exists(
+        checkpoint.join(out_dir, CURVE_FILE))
+
+
+def write_twin_record(out_dir, key: str, reused: bool, trained_in: str) -> None:
+    record = {"key": key, "reused": reused, "trained_in": trained_in}
+    checkpoint.write_bytes(checkpoint.join(out_dir, TWIN_RECORD), json.dumps(record).encode())
+
+
+def read_twin_record(out_dir) -> dict:
+    """The trial's record of its twin; {} for a scratch member finished before twins were shared."""
+    raw = checkpoint.read_bytes(checkpoint.join(out_dir, TWIN_RECORD))
+    return {} if raw is None else json.loads(raw)
+
+
+def publish_twin(twins_root, key: str, out_dir) -> None:
+    """Put the finished twin in `out_dir` into the store as one file (result.npz's bytes, the validation
+    curve, where it was trained), written atomically: a reader sees a whole twin or none. Two trials that
+    trained the same twin at once both write a whole file; the last one stays."""
+    result_bytes = checkpoint.read_bytes(checkpoint.join(out_dir, RESULT_FILE))
+    curve_text = checkpoint.read_bytes(checkpoint.join(out_dir, CURVE_FILE)).decode()
+    buffer = io.BytesIO()
+    np.savez(buffer, result=np.frombuffer(result_bytes, dtype=np.uint8), val_curve=np.array(curve_text),
+             trained_in=np.array(str(out_dir)))
+    checkpoint.write_bytes(twin_path(twins_root, key), buffer.getvalue())
+
+
+def fetch_twin(twins_root, key: str, out_dir) -> bool:
+    """Copy the store's twin of `key` into `out_dir` (record first, result, curve last: the member counts as
+    finished once both exist); False when the store holds none (or an unreadable one, which is trained again)."""
+    raw = checkpoint.read_bytes(twin_path(twins_root, key))
+    if raw is None:
+        return False
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as bundle:
+            result_bytes, curve_text = bundle["result"].tobytes(), str(bundle["val_curve"])
+            trained_in = str(bundle["trained_in"])
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        log.warning("twin %s in %s cannot be read (%s): training it again", key, twins_root, exc)
+        return False
+    write_twin_record(out_dir, key, reused=True, trained_in=trained_in)
+    checkpoint.write_bytes(checkpoint.join(out_dir, RESULT_FILE), result_bytes)
+    checkpoint.write_bytes(checkpoint.join(out_dir, CURVE_FILE), curve_text.encode())
+    return True
+
+
+def scratch_twin(spec: MemberSpec, arrays: SharedArrays, twins_root) -> tuple[MemberResult, list, dict]:
+    """The trial's scratch twin: its own when already finished (a retried or resumed trial), else the store's
+    copy of an equal twin, else trained here and published. Returns (result, validation curve, record:
+    {"key", "reused", "trained_in"}). With `twins_root` None nothing is shared."""
+    if twins_root is None:
+        result, curve = member_with_curve(spec, arrays)
+        return result, curve, {"key": None, "reused": False, "trained_in": str(spec.out_dir)}
+    key = twin_key(spec, arrays)
+    if not has_finished_member(spec.out_dir) and not fetch_twin(twins_root, key, spec.out_dir):
+        write_twin_record(spec.out_dir, key, reused=False, trained_in=str(spec.out_dir))
+    result, curve = member_with_curve(spec, arrays)
+    record = {"key": key, "reused": False, "trained_in": str(spec.out_dir), **read_twin_record(spec.out_dir)}
+    if not record["reused"] and not checkpoint.exists(twin_path(twins_root, key)):
+        publish_twin(twins_root, key, spec.out_dir)
+    return result, curve, record
+
+
+# ----------------------------------------------------------------------------------------------
+# the trial
+
+
+def _epoch_metrics(epoch: int, accuracy_now: float, scratch_curve: list, twin: dict) -> dict:
     scratch_now = scratch_curve[min(epoch, len(scratch_curve)) - 1]
     return {"epoch": epoch, "val_accuracy": accuracy_now, "scratch_val_accuracy": scratch_now,
-            "val_gap": accuracy_now - scratch_now, "final": False}
+            "val_gap": accuracy_now - scratch_now, "final": False, **_twin_metrics(twin)}
 
 
-def final_metrics(pre: MemberResult, scratch: MemberResult, point_id: str, index: int) -> dict:
+def _twin_metrics(twin: dict) -> dict:
+    """Whether the trial's scratch twin was reused from another trial, and its key (last in a report, so
+    Tune's progress table keeps its columns)."""
+    return {"scratch_reused": bool(twin["reused"]), "twin_key": twin["key"]}
+
+
+def final_metrics(pre: MemberResult, scratch: MemberResult, point_id: str, index: int, twin: dict) -> dict:
+    """The trial's last report; `twin`: the record `scratch_twin` returned."""
     return {"val_accuracy": pre.val_accuracy, "scratch_val_accuracy": scratch.val_accuracy,
             "val_gap": pre.val_accuracy - scratch.val_accuracy, "test_accuracy": pre.test_accuracy,
             "scratch_test_accuracy": scratch.test_accuracy, "gap": pre.test_accuracy - scratch.test_accuracy,
             "pretrain_tokens": pre.pretrain_stats.get("tokens", 0), "pretrain_steps": pre.pretrain_stats.get("steps", 0),
             "pretrain_final_loss": pre.pretrain_stats.get("final_loss"), "point_id": point_id, "member_index": index,
-            "seed": pre.seed, "final": True}
+            "seed": pre.seed, "final": True, **_twin_metrics(twin)}
 
 
 def member_pair(config: dict, plan: dict) -> None:
     """Tune function trainable. `plan`: {"sweep": SweepConfig, "data": {data id: {"arrays": ObjectRef,
-    "blocks": int}}, "trials_root": path or URI, "threads": int}."""
+    "blocks": int}}, "trials_root": path or URI, "twins_root": path or URI (None: no sharing), "threads": int}."""
     import torch
     from transformers.utils import logging as hf_logging
 
@@ -89,10 +188,10 @@ def member_pair(config: dict, plan: dict) -> None:
     out_root = checkpoint.join(plan["trials_root"], tune.get_context().get_trial_id())
     steps = pretrain_steps(plan["sweep"], point, data["blocks"])
     scratch_spec, pre_spec = trial_specs(point, index, steps, out_root)
-    scratch, scratch_curve = member_with_curve(scratch_spec, arrays)
+    scratch, scratch_curve, twin = scratch_twin(scratch_spec, arrays, plan.get("twins_root"))
 
     def report_epoch(epoch: int, accuracy_now: float) -> None:
-        tune.report(_epoch_metrics(epoch, accuracy_now, scratch_curve))
+        tune.report(_epoch_metrics(epoch, accuracy_now, scratch_curve, twin))
 
     pre, _ = member_with_curve(pre_spec, arrays, on_epoch_accuracy=report_epoch)
-    tune.report(final_metrics(pre, scratch, point.point_id, index))
+    tune.report(final_metrics(pre, scratch, point.point_id, index, twin))
