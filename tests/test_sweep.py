@@ -55,7 +55,7 @@ def events(run_dir: Path, kind: str) -> list[dict]:
 
 @pytest.mark.parametrize("path", SWEEP_CONFIGS, ids=[p.name for p in SWEEP_CONFIGS])
 def test_shipped_sweep_configs_pass_every_check_before_a_trial(path):
-    # the paper sweep's 20k articles need a pulled data root: here its sizes are cut to the local 6,417
+    # the paper sweep's 20k-90k articles need a pulled data root: here its sizes are cut to the local 6,417
     local = ["sweep.space.pretrain.articles.grid=[2500,6417]", "tokenizer.train_articles=6417"]
     cfg = with_reference_tokenizer(load_sweep_config(path, local if path.name == "paper_sweep.yaml" else []))
     assert path.read_text().startswith(f"# committee sweep configs/{path.name}")
