@@ -53,7 +53,8 @@ part() {
     local rc=$?
     echo "== $name: exit $rc after $((SECONDS - t0)) s"
     echo "$name $rc $((SECONDS - t0))" >> "$PARTS_FILE"
-    [ "$rc" = 0 ] || timeout 20 $PY -m ray.scripts.scripts stop --force > /dev/null 2>&1
+    # not in a dry run: `ray stop` ends every Ray of the machine, other users' on a shared one too
+    [ "$rc" = 0 ] || [ "$DRY" = 1 ] || timeout 20 $PY -m ray.scripts.scripts stop --force > /dev/null 2>&1
 }
 
 rm -f "$PARTS_FILE"

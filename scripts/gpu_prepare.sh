@@ -74,8 +74,10 @@ for name, vocab, articles in (("tok30522", 30522, len(load_wikipedia_texts(root)
 EOF
 
 # 5. what travels
-tracked=$(git ls-files -z | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
-untracked=$( (git ls-files -z --others --exclude-standard; printf '') | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
+# `|| true`: du exits 1 on a tracked file deleted in the working tree (it still prints the total of the rest),
+# which set -e and pipefail would turn into this script's failure after everything was built
+tracked=$(git ls-files -z | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1 || true)
+untracked=$( (git ls-files -z --others --exclude-standard; printf '') | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1 || true)
 gpu=$(du -sb .gpu | cut -f1)
 total=$((tracked + ${untracked:-0} + gpu))
 echo ".gpu/: $((gpu / 1048576)) MiB; the working tree that travels: $((total / 1048576)) MiB of 64 MiB" \

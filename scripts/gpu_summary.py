@@ -121,7 +121,10 @@ def compile_lines(path: Path) -> list[str]:
         return lines + [f"no {path.name}: the part did not run or did not finish"]
     result = json.loads(path.read_text())
     for name in ("member_loop", "group_of_3"):
-        r = result[name]
+        r = result.get(name)
+        if r is None:
+            lines.append(f"- {name.replace('_', ' ')}: not measured (the part stopped before it)")
+            continue
         lines.append(f"- {name.replace('_', ' ')} on {result['device']} ({result['backend']}, {result['steps']} steps): "
                      f"largest relative difference of the loss curves {r['max_relative_difference']:.1e}; compiled run "
                      f"{r['compiled_s']:.0f} s, compilation included")

@@ -54,9 +54,11 @@ class MemberActor:
         return run_group(specs, arrays, on_log=report)
 
 
-@ray.remote(num_cpus=0)
+@ray.remote(num_cpus=0, max_calls=1)
 def gpu_memory_bytes() -> int | None:
-    """The memory of the GPU this task was given (None without one): `members_per_actor: auto` sizes groups by it."""
+    """The memory of the GPU this task was given (None without one): `members_per_actor: auto` sizes groups by it.
+    `max_calls=1`: its worker exits after the call, so no idle process keeps a CUDA context (Ray gives GPU
+    tasks that limit by default, but this one is declared without GPUs and asks for one per call)."""
     import torch
 
     return torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else None

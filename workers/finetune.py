@@ -107,10 +107,11 @@ def task_loss(logits: torch.Tensor, labels: torch.Tensor, temperature: float) ->
 
 
 def finetune_step(model, optimizer, scheduler, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                  labels: torch.Tensor, settings: FinetuneSettings, step: int) -> float:
+                  labels: torch.Tensor, settings: FinetuneSettings, step: int) -> torch.Tensor:
     """One optimizer step on a padded batch (input_ids/attention_mask [b, s], labels [b] class ids or
     [b, classes] teacher logits, all on the model's device; input_ids may be `TokenDistributions`);
-    returns the loss. `finetune` runs it on length-bucketed batches."""
+    returns the loss as a detached tensor on the device (reading it waits for the device: `finetune` reads
+    it once per epoch). `finetune` runs it on length-bucketed batches."""
     seed_global_torch(settings.seed, "finetune/dropout", step)
     with autocast(settings.precision, attention_mask.device):
         logits = classifier_logits(model, input_ids, attention_mask)
@@ -120,7 +121,7 @@ def finetune_step(model, optimizer, scheduler, input_ids: torch.Tensor, attentio
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
     scheduler.step()
-    return loss.item()
+    return loss.detach()
 
 
 def finetune(model, examples: Ragged, labels: np.ndarray, pad_id: int, settings: FinetuneSettings,
@@ -143,17 +144,18 @@ def finetune(model, examples: Ragged, labels: np.ndarray, pad_id: int, settings:
     choice = resolve_here(settings.precision, device)  # the precision chosen here, and why
     settings = replace(settings, precision=choice.precision)
     model.train()
-    step, train_s, examples_seen, loss_value = 0, 0.0, 0, math.nan
+    step, train_s, examples_seen, loss, loss_value = 0, 0.0, 0, None, math.nan
     for epoch in range(epochs):
         rng = numpy_rng(settings.seed, "finetune/order", epoch)
         for rows in bucketed_batches(lengths, settings.batch_size, rng)[:total - step]:
             t0 = time.perf_counter()
             input_ids, attention_mask = pad_batch(examples, rows, pad_id, device)
-            loss_value = finetune_step(model, optimizer, scheduler, input_ids, attention_mask,
-                                       torch.from_numpy(labels[rows]).to(device), settings, step)
+            loss = finetune_step(model, optimizer, scheduler, input_ids, attention_mask,
+                                 torch.from_numpy(labels[rows]).to(device), settings, step)
             train_s += time.perf_counter() - t0
             examples_seen += len(rows)
             step += 1
+        loss_value = math.nan if loss is None else float(loss)  # the epoch's last step
         if on_log:
             on_log({"phase": "finetune", "epoch": epoch + 1, "epochs": epochs, "loss": loss_value})
         if on_epoch:

@@ -58,7 +58,7 @@ def bench_sharing(p: Prepared, opts: BenchOptions, sizes: Sizes, echo) -> dict:
     steps = max(2, sizes.pretrain_steps * 2)
     echo(f"members per GPU: {k} fractional-GPU actors (num_gpus={1 / k if opts.device == 'cuda' else 0:.3f}) "
          f"against {k} members in one process")
-    actors = _actors(opts)
+    actors, loops = _actors(opts), []
     try:
         blocks, cfg = ray.put(p.packed), p.member_config.to_dict()
         ray.get([a.setup_pretrain.remote(cfg, blocks, p.special, pretrain_settings(opts, opts.precision, opts.seed + i))
