@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from orchestrator import cluster
-from orchestrator.plan import auto_members_per_actor, group_specs
+from orchestrator.plan import auto_gpu_share, auto_members_per_actor, group_specs
 from workers.errors import CommitteeError, ResourceError
 from workers.member import MemberResult, MemberSpec, load_result
 
@@ -77,6 +77,7 @@ class MemberRun:
         self.results: dict[str, MemberResult] = {}
         self.pending: dict = {}  # object ref -> (group: the specs one actor runs, actor)
         self.members_per_actor = 1  # resolved in run()
+        self.gpus_per_member = resources.gpus_per_member  # raised by `auto` where memory is short (run())
         self.placement: cluster.MemberPlacement | None = None
         self.board = None
         self.t0 = time.perf_counter()
@@ -87,7 +88,7 @@ class MemberRun:
     def _place(self, count: int) -> cluster.MemberPlacement:
         """Bundles for `count` actors, each the resources of `members_per_actor` members together."""
         res, per_actor = self.res, self.members_per_actor
-        placed = cluster.place_members(count, res.num_cpus_per_member * per_actor, res.gpus_per_member * per_actor,
+        placed = cluster.place_members(count, res.num_cpus_per_member * per_actor, self.gpus_per_member * per_actor,
                                        res.placement, res.placement_timeout_s, res.max_parallel_members,
                                        in_process=self.in_process)
         unit = "member(s)" if per_actor == 1 else f"actor(s) of up to {per_actor} members"
@@ -101,8 +102,8 @@ class MemberRun:
 
         res = self.res
         options = {**self.placement.actor_options(), "num_cpus": res.num_cpus_per_member * len(group)}
-        if res.gpus_per_member > 0:
-            options["num_gpus"] = res.gpus_per_member * len(group)
+        if self.gpus_per_member > 0:
+            options["num_gpus"] = self.gpus_per_member * len(group)
         threads = max(1, int(res.num_cpus_per_member * len(group)))
         actor = MemberActor.options(**options, max_restarts=MEMBER_RESTARTS,
                                     max_task_retries=MEMBER_RESTARTS).remote(threads)
@@ -131,9 +132,13 @@ class MemberRun:
         member_bytes = max((member_training_bytes(s.model, s.pretrain, vocab_size) for s in todo if s.pretrains),
                            default=1)
         chosen = auto_members_per_actor(res.gpus_per_member, member_bytes, memory, len(todo))
+        self.gpus_per_member = auto_gpu_share(res.gpus_per_member, member_bytes, memory)
         memory_text = "unknown" if memory is None else f"{memory / 2**30:.0f} GiB"
+        raised = ("" if self.gpus_per_member == res.gpus_per_member else
+                  f"; each member asks for a GPU share of {self.gpus_per_member:.4g}, its share of the memory, not "
+                  f"resources.gpus_per_member={res.gpus_per_member:g}, so groups on one GPU fit its memory together")
         self.echo(f"members per actor: auto -> {chosen} (GPU share {res.gpus_per_member:g} per member, GPU memory "
-                  f"{memory_text}, about {member_bytes / 2**30:.2f} GiB per member)")
+                  f"{memory_text}, about {member_bytes / 2**30:.2f} GiB per member{raised})")
         return chosen
 
     def _check_group_fits(self) -> None:
@@ -141,7 +146,7 @@ class MemberRun:
         res, per_actor = self.res, self.members_per_actor
         if per_actor == 1 or not self.in_process:
             return
-        bundle = cluster.member_bundle(res.num_cpus_per_member * per_actor, res.gpus_per_member * per_actor)
+        bundle = cluster.member_bundle(res.num_cpus_per_member * per_actor, self.gpus_per_member * per_actor)
         if not any(cluster.node_slots(node["Resources"], bundle) >= 1 for node in cluster.alive_nodes()):
             raise ResourceError(
                 f"resources.members_per_actor={per_actor}: one actor asks for the resources of its members together "

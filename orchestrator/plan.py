@@ -95,6 +95,16 @@ def group_specs(specs: list[MemberSpec], members_per_actor: int) -> list[list[Me
     return sorted(groups, key=lambda group: position[group[0].name])
 
 
+def auto_gpu_share(gpus_per_member: float, member_bytes: int, gpu_memory_bytes: int | None) -> float:
+    """The GPU share each member of an `auto` group asks Ray for: `gpus_per_member`, or the share of
+    GPU_MEMORY_SHARE of the GPU's memory that one member takes, when that is more. Ray packs actors on a GPU
+    by their shares alone, so without this a group cut short by memory (24 members where the share allows
+    100) would leave room for more groups on the same GPU, and together they would exceed its memory."""
+    if gpus_per_member <= 0 or not gpu_memory_bytes:
+        return gpus_per_member
+    return min(1.0, max(gpus_per_member, member_bytes / (GPU_MEMORY_SHARE * gpu_memory_bytes)))
+
+
 def auto_members_per_actor(gpus_per_member: float, member_bytes: int, gpu_memory_bytes: int | None,
                            members: int) -> int:
     """`resources.members_per_actor: auto`: 1 on CPU (a stack gains nothing there); on a GPU as many members as
@@ -102,7 +112,7 @@ def auto_members_per_actor(gpus_per_member: float, member_bytes: int, gpu_memory
     and GPU_MEMORY_SHARE of its memory (`member_bytes` each); at most MAX_MEMBERS_PER_ACTOR and `members`."""
     if gpus_per_member <= 0:
         return 1
-    by_share = math.floor(1.0 / gpus_per_member + 1e-9)
+    by_share = math.floor(1.0 / auto_gpu_share(gpus_per_member, member_bytes, gpu_memory_bytes) + 1e-9)
     by_memory = MAX_MEMBERS_PER_ACTOR if not gpu_memory_bytes else math.floor(GPU_MEMORY_SHARE * gpu_memory_bytes
                                                                               / max(1, member_bytes))
     return max(1, min(by_share, by_memory, MAX_MEMBERS_PER_ACTOR, members))

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import replace
 
@@ -23,7 +24,7 @@ import torch
 
 from conftest import SMOKE, run_cli
 from orchestrator.config import load_config
-from orchestrator.plan import auto_members_per_actor, group_specs, member_specs
+from orchestrator.plan import auto_gpu_share, auto_members_per_actor, group_specs, member_specs
 from orchestrator.rundir import RunLayout
 from workers import checkpoint
 from workers.groups import GroupMember, group_optimizer, group_train_step, member_training_bytes, pretrain_group
@@ -194,6 +195,23 @@ def test_auto_members_per_actor():
     assert auto_members_per_actor(0.01, member_bytes, a100, 200) == int(0.8 * a100 / member_bytes) == 27  # the memory
     assert auto_members_per_actor(0.01, member_bytes, 8 * 10**9, 4) == 4  # never more than the members
     assert auto_members_per_actor(1.0, member_bytes, h200, 64) == 1  # a whole GPU per member: no stack
+
+
+def test_auto_groups_cut_short_by_memory_ask_for_their_memory_share_of_the_gpu():
+    paper = ModelSettings(hidden_size=768, num_heads=12, num_layers=1, intermediate_size=None, max_position=128,
+                          dropout=0.1)
+    member_bytes = member_training_bytes(paper, settings(0, batch_size=32), 30522)
+    a100, h200 = 40 * 10**9, 141 * 10**9
+    share = auto_gpu_share(0.01, member_bytes, a100)
+    assert share == pytest.approx(member_bytes / (0.8 * a100)) and share > 0.01
+    group = auto_members_per_actor(0.01, member_bytes, a100, 200)
+    # the groups Ray can pack on one GPU by their shares hold at most 80% of its memory together
+    groups_on_one_gpu = math.floor(1.0 / (group * share) + 1e-9)
+    assert groups_on_one_gpu == 1 and groups_on_one_gpu * group * member_bytes <= 0.8 * a100
+    assert auto_gpu_share(1 / 32, member_bytes, h200) == 1 / 32  # memory to spare: the configured share
+    assert auto_gpu_share(0.25, member_bytes, None) == 0.25  # memory unknown: the configured share
+    assert auto_gpu_share(0.0, member_bytes, a100) == 0.0  # CPU
+    assert auto_gpu_share(0.5, 10**12, a100) == 1.0  # never more than one GPU
 
 
 # ----------------------------------------------------------------------------------------------
