@@ -147,15 +147,16 @@ def finetune(model, examples: Ragged, labels: np.ndarray, pad_id: int, settings:
     step, train_s, examples_seen, loss, loss_value = 0, 0.0, 0, None, math.nan
     for epoch in range(epochs):
         rng = numpy_rng(settings.seed, "finetune/order", epoch)
+        t0 = time.perf_counter()
         for rows in bucketed_batches(lengths, settings.batch_size, rng)[:total - step]:
-            t0 = time.perf_counter()
             input_ids, attention_mask = pad_batch(examples, rows, pad_id, device)
             loss = finetune_step(model, optimizer, scheduler, input_ids, attention_mask,
                                  torch.from_numpy(labels[rows]).to(device), settings, step)
-            train_s += time.perf_counter() - t0
             examples_seen += len(rows)
             step += 1
-        loss_value = math.nan if loss is None else float(loss)  # the epoch's last step
+        # the epoch's last loss; reading it waits for the device, so the epoch's time includes all its steps
+        loss_value = math.nan if loss is None else float(loss)
+        train_s += time.perf_counter() - t0
         if on_log:
             on_log({"phase": "finetune", "epoch": epoch + 1, "epochs": epochs, "loss": loss_value})
         if on_epoch:
