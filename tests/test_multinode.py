@@ -325,9 +325,11 @@ def test_lost_node_without_room_places_the_members_again(sim, two_members, tmp_p
     paused: list[int] = []
     try:
         def other_still_running(hit):
+            # the other member still pre-training (its masked LM not saved yet): it cannot finish before it
+            # is paused, however slow or loaded the machine (a member caught while fine-tuning could)
             others = [r for r in start_records(run_dir) if r["member"] != hit[0]]
-            done = [(run_dir / "members" / r["member"] / "result.npz").is_file() for r in others]
-            return bool(others) and not any(done)
+            pretrained = [(run_dir / "members" / r["member"] / "mlm").exists() for r in others]
+            return bool(others) and not any(pretrained)
 
         member, node_id = _catch_mid_pretraining(run, run_dir, nodes, also=other_still_running)
         other = next(r for r in start_records(run_dir) if r["member"] != member)
