@@ -399,6 +399,9 @@ def test_points_that_differ_only_in_their_corpus_share_scratch_twins(smoke_sweep
         assert Path(record["trained_in"]) == run_dir / "trials" / trained["trial_id"] / scratch
     trained_dirs = [d for d in (run_dir / "trials").glob("*/scratch-*") if (d / "classifier").is_dir()]
     assert len(trained_dirs) == 2 and len(list((run_dir / "twins").iterdir())) == 2
+    for scratch_dir in trained_dirs:  # no twin was ready: the trial pre-trained its member first, then trained it
+        mlm = scratch_dir.parent / scratch_dir.name.replace("scratch", "member") / "mlm"
+        assert max(f.stat().st_mtime for f in mlm.iterdir()) <= (scratch_dir / "result.npz").stat().st_mtime
     assert sorted(r["scratch_reused"] for r in rows_of(run_dir)) == ["False", "False", "True", "True"]
     assert "Scratch twins: 2 trained for 4 trial(s); 2 trial(s) reused" in (run_dir / "sweep.md").read_text()
 

@@ -1,8 +1,8 @@
 """The Tune function trainable of `committee sweep`: one trial = one point and one member index.
 
-A trial trains the scratch member of index i at its point, then the pre-trained member of index i
-(same seed, same fine-tuning data, order and head initialisation: the gap measures pre-training
-alone), both with `workers.member.run_member`, the code `committee run` uses. After each fine-tuning
+A trial trains (or reuses, below) the scratch member of index i at its point and the pre-trained
+member of index i (same seed, same fine-tuning data, order and head initialisation: the gap measures
+pre-training alone), both with `workers.member.run_member`, the code `committee run` uses. After each fine-tuning
 epoch of the pre-trained member it reports validation accuracy of both arms and their gap, so an ASHA
 scheduler can stop a poor trial early; the last report adds test accuracy, pre-training tokens and
 `final: True`. A trial that fails and is retried resumes: a finished member is loaded from its
@@ -12,7 +12,8 @@ Scratch twins are shared: a twin depends only on its settings, seed and the task
 (`orchestrator.sweep_space.twin_key`), which points that differ only in pre-training share. The first
 trial to train a twin publishes it to the sweep's twin store (`<storage root>/twins/<key>/twin.npz`,
 one file written atomically); a later trial with the same key copies it into its own scratch-NN
-directory instead of training it again, so every reader of trial directories sees the same files.
+directory instead of training it again, so every reader of trial directories sees the same files. A trial
+whose twin is not ready pre-trains its member first and looks again (`twin_ready`).
 
 The token arrays arrive by object reference: the driver `ray.put`s each data configuration once and
 passes the table of references with `tune.with_parameters`; a trial fetches only its own.
@@ -32,7 +33,7 @@ from ray.tune.search.repeater import TRIAL_INDEX
 
 from orchestrator.sweep_space import MEMBER_INDEX, data_id, point_config, pretrain_steps, trial_specs, twin_key
 from workers import checkpoint
-from workers.member import RESULT_FILE, MemberResult, MemberSpec, SharedArrays, load_result, run_member
+from workers.member import RESULT_FILE, MemberResult, MemberSpec, SharedArrays, load_result, pretrained_mlm, run_member
 from workers.voting import accuracy
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,16 @@ def fetch_twin(twins_root, key: str, out_dir) -> bool:
     return True
 
 
+def twin_ready(spec: MemberSpec, arrays: SharedArrays, twins_root) -> bool:
+    """Whether the trial's scratch twin can be had without training: its own finished one, or the store's.
+
+    When not, the trial pre-trains its member first and looks again afterwards: trials that run at the
+    same time and share a twin (the same seed at several points) finish pre-training at different times
+    (a smaller corpus first), so the first to finish trains and publishes the twin while the others still
+    pre-train, and they find it; looking only at the start, every one of them would train it."""
+    return has_finished_member(spec.out_dir) or checkpoint.exists(twin_path(twins_root, twin_key(spec, arrays)))
+
+
 def scratch_twin(spec: MemberSpec, arrays: SharedArrays, twins_root) -> tuple[MemberResult, list, dict]:
     """The trial's scratch twin: its own when already finished (a retried or resumed trial), else the store's
     copy of an equal twin, else trained here and published. Returns (result, validation curve, record:
@@ -188,7 +199,10 @@ def member_pair(config: dict, plan: dict) -> None:
     out_root = checkpoint.join(plan["trials_root"], tune.get_context().get_trial_id())
     steps = pretrain_steps(plan["sweep"], point, data["blocks"])
     scratch_spec, pre_spec = trial_specs(point, index, steps, out_root)
-    scratch, scratch_curve, twin = scratch_twin(scratch_spec, arrays, plan.get("twins_root"))
+    twins_root = plan.get("twins_root")
+    if twins_root is not None and not twin_ready(scratch_spec, arrays, twins_root):
+        pretrained_mlm(pre_spec, arrays, None)  # saved; run_member below loads it and fine-tunes
+    scratch, scratch_curve, twin = scratch_twin(scratch_spec, arrays, twins_root)
 
     def report_epoch(epoch: int, accuracy_now: float) -> None:
         tune.report(_epoch_metrics(epoch, accuracy_now, scratch_curve, twin))
