@@ -221,8 +221,9 @@ def chance_line(r: dict) -> str:
         return (f"mean validation accuracy at most {_pct(c['bar'])}%: the most frequent class's {_pct(c['chance'])}% "
                 f"plus two standard errors on {c['val_examples']} examples")
 
-    if len({json.dumps(c, sort_keys=True) for c in levels.values()}) == 1:
-        return f"{head} ({bar(next(iter(levels.values())))}): {', '.join(left_out)}."
+    first = levels[left_out[0]]
+    if all(c == first for c in levels.values()):
+        return f"{head} ({bar(first)}): {', '.join(left_out)}."
     return f"{head}: " + "; ".join(f"{point_id} ({bar(levels[point_id])})" for point_id in left_out) + "."
 
 

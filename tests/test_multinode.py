@@ -363,24 +363,20 @@ def test_killed_driver_resumes_without_redoing_finished_members(sim, two_members
     sim.ensure(1, **CPU1)
     committee = [str(Path(sys.executable).parent / "committee")]
     # one node: the members run one after the other; kill the driver once member-00 has finished and
-    # member-01 is in the middle of its pre-training (it has a checkpoint)
+    # member-01 has not (starting, pre-training or fine-tuning: its whole run is the window, seconds even
+    # on a loaded machine; waiting for a checkpoint of its sub-second pre-training missed it under load)
     driver = subprocess.Popen(committee + ["run", str(SMOKE), *TWO, f"storage.uri=file://{store}",
                                            "--run-dir", str(run_dir), "--address", sim.address],
                               cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        def member_01_mid_pretraining() -> bool:  # on disk only: the driver's metrics may lag behind
-            ckpts = members / "member-01" / "checkpoints"
-            try:
-                checkpointed = ckpts.is_dir() and any(p.name.startswith("step-") for p in ckpts.iterdir())
-            except FileNotFoundError:  # pruned: pre-training just ended
-                return False
-            return (members / "member-00" / "result.npz").is_file() and checkpointed and \
-                not (members / "member-01" / "mlm").exists()
+        def member_01_unfinished() -> bool:  # on disk only: the driver's metrics may lag behind
+            return (members / "member-00" / "result.npz").is_file() and \
+                not (members / "member-01" / "result.npz").is_file()
 
         hit = False
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and driver.poll() is None and not hit:
-            hit = member_01_mid_pretraining()
+            hit = member_01_unfinished()
             time.sleep(0.02)
         assert driver.poll() is None and hit, "could not interrupt mid-run"
         os.killpg(driver.pid, signal.SIGKILL)
