@@ -21,6 +21,7 @@ MODELS = {
     "bert1": {"hidden": 768, "heads": 12, "vocab": 30522, "tokenizer_articles": 6417},
     "bert1-512": {"hidden": 512, "heads": 8, "vocab": 30522, "tokenizer_articles": 6417},
     "bert1-256": {"hidden": 256, "heads": 4, "vocab": 30522, "tokenizer_articles": 6417},
+    "quickstart": {"hidden": 128, "heads": 2, "vocab": 8000, "tokenizer_articles": 1000},  # configs/quickstart.yaml
     "bert6": {"hidden": 768, "heads": 12, "vocab": 30522, "tokenizer_articles": 6417, "layers": 6},
     "tiny": {"hidden": 64, "heads": 2, "vocab": 2000, "tokenizer_articles": 300},
 }

@@ -86,6 +86,10 @@ def _config_and_overrides(command: str, config: str | None, overrides: list[str]
     if config is not None and "=" in config and not Path(config).is_file():
         overrides.insert(0, config)  # `committee COMMAND --resume DIR key=value`: no config given
         config = None
+    if config is None and not (resume / "config.yaml").is_file():
+        what = "does not exist" if not resume.exists() else "holds no config.yaml"
+        raise CommitteeError(f"{resume} {what}: --resume takes the directory of an interrupted "
+                             f"`committee {command}` (it holds the run's config.yaml)")
     return config or str(resume / "config.yaml"), overrides
 
 
@@ -107,18 +111,25 @@ def run(
     resume: Optional[Path] = typer.Option(None, "--resume", help="continue the interrupted run in RUN_DIR: "
                                           "finished members are kept, the others resume from their checkpoints; "
                                           "only resources.* and committee.members may be overridden"),
+    pretrained_from: Optional[Path] = typer.Option(None, "--pretrained-from", help="fine-tune the pre-trained "
+                                                   "members (and deep model) of this earlier run instead of "
+                                                   "pre-training them again: its tokenizer too; the configs must "
+                                                   "agree on seed, model, tokenizer and pretrain; the task may differ"),
 ):
     """Pre-train the committee, fine-tune every member, vote, and write the report."""
     from orchestrator.config import load_config
     from orchestrator.driver import run_experiment
 
     config, overrides = _config_and_overrides("run", config, overrides, run_dir, overwrite, resume)
+    if pretrained_from is not None and resume is not None:
+        raise CommitteeError("--resume continues a run that already holds the members it took with "
+                             "--pretrained-from; leave out --pretrained-from")
     cfg = load_config(config, overrides)
     target = _target(cfg.name, run_dir, resume)
     _RESUMABLE.append(target)
     command = "committee run " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     run_experiment(cfg, target, address=address, overwrite=overwrite, command=command, echo=typer.echo,
-                   resume=resume is not None)
+                   resume=resume is not None, pretrained_from=pretrained_from)
 
 
 @app.command()
@@ -284,7 +295,8 @@ def show_config(config: Path = typer.Argument(..., help="experiment YAML"), over
 @user_errors
 def bench(
     model: Optional[str] = typer.Option(None, "--model", help="bert1 (paper shape: hidden 768, 12 heads, vocab 30,522), "
-                                        "bert1-512, bert1-256, bert6 (6 layers, trained in the throughput sections), tiny; "
+                                        "bert1-512, bert1-256, quickstart (hidden 128, 2 heads, vocab 8,000), "
+                                        "bert6 (6 layers, trained in the throughput sections), tiny; "
                                         "default bert1, or tiny with --quick"),
     quick: bool = typer.Option(False, "--quick", help="a short run to check that everything works (about a minute)"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="also write the results as JSON here"),

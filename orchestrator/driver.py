@@ -28,6 +28,7 @@ from orchestrator.config_yaml import flatten, load_raw
 from orchestrator.monitor import MemberRun
 from orchestrator.plan import member_specs
 from orchestrator.prepare import Prepared, prepare
+from orchestrator.pretrained_from import PretrainedSource, copy_pretrained, pretrained_source
 from workers import checkpoint
 from workers.errors import CommitteeError
 from workers.events import RunEvents
@@ -95,6 +96,7 @@ class OpenRun:
     address: str | None
     t_start: float
     events: RunEvents | None = None  # TensorBoard event files (made from progress records and the report)
+    pretrained: PretrainedSource | None = None  # --pretrained-from: members whose pre-training is copied in
 
     def __post_init__(self):
         if self.events is None:
@@ -103,11 +105,12 @@ class OpenRun:
 
 def open_run(cfg: ExperimentConfig, run_dir: str | Path, address: str | None = None, overwrite: bool = False,
              resume: bool = False, specs: list[MemberSpec] | None = None, tokenizer_path: Path | None = None,
-             echo=print) -> OpenRun:
+             pretrained_from: Path | None = None, echo=print) -> OpenRun:
     """Stages 1-2 of a run: every check, prepare and connect (nothing created or deleted), then claim.
 
     `specs`: the members whose checkpoints a resumed run checks (default: `member_specs(cfg, layout)`);
-    `tokenizer_path`: a saved tokenizer to use instead of the config's (default: a resumed run's own).
+    `tokenizer_path`: a saved tokenizer to use instead of the config's (default: a resumed run's own);
+    `pretrained_from`: a run whose pre-trained members (and tokenizer) this run takes (`orchestrator.pretrained_from`).
     The caller releases `OpenRun.claim` at the end (and rolls it back if it fails before members start).
     """
     t_start = time.perf_counter()
@@ -120,12 +123,16 @@ def open_run(cfg: ExperimentConfig, run_dir: str | Path, address: str | None = N
         check_member_checkpoints(layout, specs)
     if tokenizer_path is None and resume and layout.tokenizer.is_dir():
         tokenizer_path = layout.tokenizer
+    source = None
+    if pretrained_from is not None:
+        source = pretrained_source(cfg, pretrained_from, layout.run_dir, specs)
+        tokenizer_path = source.tokenizer
     prepared = prepare(cfg, tokenizer_path=tokenizer_path, echo=echo)
     ray = cluster.connect(address)
     if address is None:
         cluster.check_fits_here(cfg.resources.num_cpus_per_member, cfg.resources.gpus_per_member)
     claim = rundir.claim(layout, overwrite=overwrite, resume=resume)
-    return OpenRun(layout, prepared, ray, claim, address, t_start)
+    return OpenRun(layout, prepared, ray, claim, address, t_start, pretrained=source)
 
 
 def train_members(run: OpenRun, cfg: ExperimentConfig, specs: list[MemberSpec], echo=print,
@@ -141,6 +148,8 @@ def train_members(run: OpenRun, cfg: ExperimentConfig, specs: list[MemberSpec], 
         if prepared.tokenizer_dir.resolve() != layout.tokenizer.resolve():
             shutil.rmtree(layout.tokenizer, ignore_errors=True)
             shutil.copytree(prepared.tokenizer_dir, layout.tokenizer)
+        if run.pretrained is not None:
+            copy_pretrained(run.pretrained, echo=echo)
         c = prepared.corpus
         echo(f"corpus: {c['articles']} articles, {c['corpus_tokens']:,} tokens in {c['blocks']:,} blocks of "
              f"{cfg.pretrain.seq_len}; task {cfg.task.name}: {c['train_examples']} train / {c['val_examples']} val / "
@@ -164,7 +173,8 @@ def write_run_report(run: OpenRun, cfg: ExperimentConfig, specs: list[MemberSpec
     corpus = dict(run.prepared.corpus)
     timing = {"wall_s": time.perf_counter() - run.t_start, "prepare_s": corpus.pop("prepare_s"),
               "members_wall_s": members_done - run.t_start}
-    out = report.build(cfg, corpus, results, specs, votes, timing)
+    out = report.build(cfg, corpus, results, specs, votes, timing,
+                       pretrained_from=None if run.pretrained is None else run.pretrained.summary())
     report.write(run.layout, out, command=command)
     run.events.report(out)
     run.events.close()
@@ -176,13 +186,16 @@ def write_run_report(run: OpenRun, cfg: ExperimentConfig, specs: list[MemberSpec
 
 
 def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, address: str | None = None,
-                   overwrite: bool = False, command: str = "", echo=print, resume: bool = False) -> dict:
+                   overwrite: bool = False, command: str = "", echo=print, resume: bool = False,
+                   pretrained_from: str | Path | None = None) -> dict:
     """Run the whole experiment into `run_dir`; returns the report dict (also written as report.json).
 
-    resume=True continues the run in `run_dir` (same config but RESUMABLE_KEYS), skipping finished members.
+    resume=True continues the run in `run_dir` (same config but RESUMABLE_KEYS), skipping finished members;
+    `pretrained_from`: a run whose finished pre-trained members are fine-tuned here instead of pre-trained again.
     """
     specs = member_specs(cfg, rundir.RunLayout.of(cfg, run_dir))
-    run = open_run(cfg, run_dir, address, overwrite=overwrite, resume=resume, specs=specs, echo=echo)
+    run = open_run(cfg, run_dir, address, overwrite=overwrite, resume=resume, specs=specs, echo=echo,
+                   pretrained_from=None if pretrained_from is None else Path(pretrained_from))
     try:
         results = train_members(run, cfg, specs, echo=echo, resume=resume)
         return write_run_report(run, cfg, specs, results, command=command, echo=echo)

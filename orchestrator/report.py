@@ -41,9 +41,11 @@ def _precision_line(summary: dict) -> str:
     return "- precision: " + "; ".join(f"{' and '.join(labels)}: {text}" for text, labels in labels_by_text.items())
 
 
-def build(cfg, corpus: dict, results: dict, specs, votes: dict, timing: dict) -> dict:
+def build(cfg, corpus: dict, results: dict, specs, votes: dict, timing: dict, pretrained_from: dict | None = None) -> dict:
     """The report dict. Everything outside `timing` is a pure function of config, seed, data and the hardware
-    (with `precision: auto` the hardware decides the precision: `precision` says which and why)."""
+    (with `precision: auto` the hardware decides the precision: `precision` says which and why).
+    `pretrained_from`: {"run", "members"} when members' pre-training was taken from another run (recorded
+    as `pretrained_from`; their pre-training stats, throughput included, are that run's)."""
     members = []
     for spec in specs:
         if spec.role is Role.DEEP:
@@ -66,7 +68,7 @@ def build(cfg, corpus: dict, results: dict, specs, votes: dict, timing: dict) ->
               "pretrain_tokens_per_member": pre_results[0].pretrain_stats["tokens"] if pre_results else 0}
     if deep is not None:
         timing["deep_pretrain_tokens_per_s"] = deep.pretrain_stats["tokens_per_s"]
-    return {
+    out = {
         "name": cfg.name,
         "task": cfg.task.name,
         "seed": cfg.seed,
@@ -82,6 +84,9 @@ def build(cfg, corpus: dict, results: dict, specs, votes: dict, timing: dict) ->
         "precision": precision_summary(cfg, results),
         "timing": timing,
     }
+    if pretrained_from is not None:
+        out["pretrained_from"] = pretrained_from
+    return out
 
 
 def write(layout, report: dict, command: str = "") -> None:
@@ -180,6 +185,10 @@ def markdown(r: dict, run_dir: Path, command: str) -> str:
               f"({t['pretrain_tokens_per_member']:,} tokens per member)"]
     if "deep_pretrain_tokens_per_s" in t:
         lines.append(f"- deep model pre-training: {t['deep_pretrain_tokens_per_s']:,.0f} real tokens/s")
+    if r.get("pretrained_from"):
+        source = r["pretrained_from"]
+        lines.append(f"- pre-training of {', '.join(source['members'])} taken from {source['run']} (`--pretrained-from`; "
+                     f"their pre-training figures are that run's)")
     lines += ["", "## Reproduce", "", "```", command or f"committee run {run_dir}/config.yaml", 
               f"committee run {run_dir}/config.yaml --run-dir {run_dir}-again   # the resolved config of this run", "```",
               "", "Same config and seed on CPU give the same numbers (everything but the timing).", ""]

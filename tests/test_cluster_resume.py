@@ -46,7 +46,9 @@ def test_resume_refuses_changes_that_would_mix_two_experiments(run_dir):
 def test_cli_resume_errors_are_one_clear_line(run_dir, tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["run", "--resume", str(tmp_path / "nothing-here")])
-    assert result.exit_code == 2 and "config file not found" in result.output
+    assert result.exit_code == 2 and "nothing-here does not exist: --resume takes the directory" in result.output
+    result = runner.invoke(app, ["run", "--resume", str(tmp_path)])
+    assert result.exit_code == 2 and "holds no config.yaml" in result.output
     result = runner.invoke(app, ["run", "--resume", str(run_dir), "pretrain.max_steps=40"])
     assert result.exit_code == 2 and "cannot change pretrain.max_steps" in result.output
     result = runner.invoke(app, ["run", "--resume", str(run_dir), "--overwrite"])

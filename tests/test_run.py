@@ -79,6 +79,46 @@ def test_same_config_and_seed_give_the_same_report(smoke_run, tmp_path):
     assert without_timing(second) == without_timing(first)
 
 
+def test_pretrained_from_fine_tunes_another_runs_members_on_another_task(smoke_run, tmp_path):
+    from safetensors.torch import load_file
+
+    source, _, _ = smoke_run
+    run_dir = tmp_path / "dbpedia"
+    proc = committee("run", "configs/smoke.yaml", "task.name=dbpedia_14", "--pretrained-from", str(source),
+                     "--run-dir", str(run_dir))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"pre-training taken from {source}: deep, member-00, member-01" in proc.stdout
+    report = json.loads((run_dir / "report.json").read_text())
+    theirs = json.loads((source / "report.json").read_text())
+    assert report["task"] == "dbpedia_14" and len(report["committee_curve"]) == 2
+    assert report["pretrained_from"] == {"run": str(source), "members": ["deep", "member-00", "member-01"]}
+    assert "taken from" in (run_dir / "report.md").read_text()
+    # the members are the other run's pre-trained models: the same weights and losses, no pre-training step here
+    assert [m["pretrain_final_loss"] for m in report["members"]] == [m["pretrain_final_loss"] for m in theirs["members"]]
+    assert report["deep"]["pretrain_final_loss"] == theirs["deep"]["pretrain_final_loss"]
+    for name in ("member-00", "member-01", "deep"):
+        mine = load_file(run_dir / "members" / name / "mlm" / "model.safetensors")
+        other = load_file(source / "members" / name / "mlm" / "model.safetensors")
+        assert mine.keys() == other.keys() and all(mine[k].equal(other[k]) for k in mine), name
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert records and not [r for r in records if r.get("phase") == "pretrain"]
+    assert (run_dir / "tokenizer" / "tokenizer.json").read_bytes() == (source / "tokenizer" / "tokenizer.json").read_bytes()
+
+
+def test_pretrained_from_refuses_other_pretraining_and_what_is_no_run(smoke_run, tmp_path):
+    source, _, _ = smoke_run
+    target = tmp_path / "new"
+    proc = committee("run", "configs/smoke.yaml", "pretrain.lr=0.002", "--pretrained-from", str(source),
+                     "--run-dir", str(target))
+    assert proc.returncode == 2 and "pretrain.lr (there: 0.001, here: 0.002)" in proc.stderr, proc.stderr[-2000:]
+    (tmp_path / "empty").mkdir()
+    proc = committee("run", "configs/smoke.yaml", "--pretrained-from", str(tmp_path / "empty"), "--run-dir", str(target))
+    assert proc.returncode == 2 and "holds no config.yaml" in proc.stderr
+    proc = committee("run", "configs/smoke.yaml", "--pretrained-from", str(source), "--run-dir", str(source / "inner"))
+    assert proc.returncode == 2 and "overlaps --pretrained-from" in proc.stderr
+    assert "Traceback" not in proc.stderr and not target.exists() and not (source / "inner").exists()
+
+
 def test_existing_run_directory_is_refused(smoke_run):
     run_dir, _, _ = smoke_run
     proc = committee("run", "configs/smoke.yaml", "--run-dir", str(run_dir))
