@@ -63,14 +63,16 @@ def _source_config(source: Path) -> ExperimentConfig:
     hint = "--pretrained-from takes the directory of a `committee run` whose members finished pre-training"
     if not source.is_dir():
         raise CommitteeError(f"--pretrained-from {source} is not a directory; {hint}")
-    for name in ("config.yaml", "tokenizer"):
-        if not (source / name).exists():
-            raise CommitteeError(f"--pretrained-from {source} holds no {name}, so it is not a run directory; {hint}")
+    if not (source / "config.yaml").is_file():
+        raise CommitteeError(f"--pretrained-from {source} holds no config.yaml, so it is not a run directory; {hint}")
     raw = load_raw(source / "config.yaml")
     raw.pop("distill", None)  # a distillation that trained its committee is a run too
     if "sweep" in raw:
-        raise CommitteeError(f"--pretrained-from {source} is a sweep; {hint} (a sweep trial's members are in "
-                             f"its trials/ folder, each with its own settings)")
+        raise CommitteeError(f"--pretrained-from {source} is a sweep; {hint} (each sweep trial pre-trains "
+                             f"with its own settings)")
+    if not (source / "tokenizer").is_dir():
+        raise CommitteeError(f"--pretrained-from {source} holds no tokenizer (the run stopped before its members "
+                             f"started); {hint}")
     return validate_dict(raw, source=str(source / "config.yaml"))
 
 

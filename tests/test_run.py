@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -116,6 +117,17 @@ def test_pretrained_from_refuses_other_pretraining_and_what_is_no_run(smoke_run,
     assert proc.returncode == 2 and "holds no config.yaml" in proc.stderr
     proc = committee("run", "configs/smoke.yaml", "--pretrained-from", str(source), "--run-dir", str(source / "inner"))
     assert proc.returncode == 2 and "overlaps --pretrained-from" in proc.stderr
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    shutil.copy(REPO / "configs" / "sweep_smoke.yaml", sweep / "config.yaml")
+    proc = committee("run", "configs/smoke.yaml", "--pretrained-from", str(sweep), "--run-dir", str(target))
+    assert proc.returncode == 2 and "is a sweep" in proc.stderr
+    unstarted = tmp_path / "unstarted"  # a run whose members never finished pre-training
+    unstarted.mkdir()
+    shutil.copy(source / "config.yaml", unstarted / "config.yaml")
+    shutil.copytree(source / "tokenizer", unstarted / "tokenizer")
+    proc = committee("run", "configs/smoke.yaml", "--pretrained-from", str(unstarted), "--run-dir", str(target))
+    assert proc.returncode == 2 and "has no member whose pre-training finished" in proc.stderr
     assert "Traceback" not in proc.stderr and not target.exists() and not (source / "inner").exists()
 
 
