@@ -117,7 +117,9 @@ def copy_pretrained(source: PretrainedSource, echo=print) -> None:
     already holds one, in a resumed run, is left as it is); the stats file is written last, as after
     pre-training."""
     from transformers import BertForMaskedLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # one line for the whole copy, below
     for name in sorted(source.mlm_dirs):
         src, dst = source.mlm_dirs[name]
         if finished(dst):
