@@ -83,6 +83,13 @@ def check_not_overlapping(run_dir: Path, source: Path) -> None:
                              f"directory of its own; choose another --run-dir (default: runs/<name>)")
 
 
+def pretraining_differences(cfg: ExperimentConfig, source_cfg: ExperimentConfig) -> list[tuple]:
+    """The keys that shape pre-training on which the two configs differ: [(key, cfg's value, source_cfg's)]."""
+    mine, theirs = flatten(cfg.model_dump(mode="json")), flatten(source_cfg.model_dump(mode="json"))
+    return [(k, mine.get(k), theirs.get(k)) for k in sorted(set(mine) | set(theirs))
+            if k.startswith(PRETRAINING_KEYS) and k not in HOW_NOT_WHAT and mine.get(k) != theirs.get(k)]
+
+
 def pretrained_source(cfg: ExperimentConfig, source: Path, run_dir: Path, specs: list[MemberSpec]) -> PretrainedSource:
     """Check RUN_DIR against this run's config and pick the members to take from it (nothing is written).
 
@@ -91,11 +98,9 @@ def pretrained_source(cfg: ExperimentConfig, source: Path, run_dir: Path, specs:
     source = Path(source)
     check_not_overlapping(run_dir, source)
     source_cfg = _source_config(source)
-    mine, theirs = flatten(cfg.model_dump(mode="json")), flatten(source_cfg.model_dump(mode="json"))
-    differ = [k for k in sorted(set(mine) | set(theirs)) if k.startswith(PRETRAINING_KEYS) and k not in HOW_NOT_WHAT
-              and mine.get(k) != theirs.get(k)]
+    differ = pretraining_differences(cfg, source_cfg)
     if differ:
-        diffs = "; ".join(f"{k} (there: {theirs.get(k)!r}, here: {mine.get(k)!r})" for k in differ)
+        diffs = "; ".join(f"{k} (there: {theirs!r}, here: {mine!r})" for k, mine, theirs in differ)
         raise CommitteeError(f"--pretrained-from {source} pre-trained with other settings: {diffs}. Its members "
                              f"would not be the ones this config pre-trains; set these keys to the run's values "
                              f"(e.g. as overrides) or leave out --pretrained-from")

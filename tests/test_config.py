@@ -47,6 +47,26 @@ def test_required_presets_exist():
     assert {"smoke.yaml", "quickstart.yaml", "paper_agnews.yaml", "paper_dbpedia.yaml", "paper_fewrel.yaml"} <= names
 
 
+def test_header_commands_of_committee_vs_deep_can_take_its_pre_training():
+    """The other tasks' commands in the preset's header change nothing that shapes pre-training (else
+    --pretrained-from would refuse them), and they do change the task."""
+    import shlex
+
+    from orchestrator.pretrained_from import pretraining_differences
+
+    path = REPO / "configs" / "committee_vs_deep.yaml"
+    header = " ".join(line.lstrip("# ").rstrip("\\ ") for line in path.read_text().splitlines() if line.startswith("#"))
+    commands = [c for c in header.split("committee run configs/committee_vs_deep.yaml")[1:] if "--pretrained-from" in c]
+    assert len(commands) == 2
+    base = load_config(path)
+    for command in commands:
+        overrides = [a for a in shlex.split(command.split("--pretrained-from")[0]) if "=" in a]
+        other = load_config(path, overrides)
+        assert other.task.name != base.task.name and other.name != base.name
+        assert pretraining_differences(other, base) == []
+    assert pretraining_differences(load_config(path, ["pretrain.lr=0.002"]), base) == [("pretrain.lr", 0.002, 0.001)]
+
+
 def test_paper_presets_have_the_paper_shapes():
     for name, task in (("paper_agnews", "ag_news"), ("paper_dbpedia", "dbpedia_14"), ("paper_fewrel", "few_rel")):
         cfg = load_config(REPO / "configs" / f"{name}.yaml")
