@@ -28,7 +28,7 @@ from orchestrator.config_yaml import flatten, load_raw
 from orchestrator.monitor import MemberRun
 from orchestrator.plan import member_specs
 from orchestrator.prepare import Prepared, prepare
-from orchestrator.pretrained_from import PretrainedSource, copy_pretrained, pretrained_source
+from orchestrator.pretrained_from import PretrainedSource, copy_pretrained, pretrained_source, recorded
 from workers import checkpoint
 from workers.errors import CommitteeError
 from workers.events import RunEvents
@@ -149,7 +149,7 @@ def train_members(run: OpenRun, cfg: ExperimentConfig, specs: list[MemberSpec], 
             shutil.rmtree(layout.tokenizer, ignore_errors=True)
             shutil.copytree(prepared.tokenizer_dir, layout.tokenizer)
         if run.pretrained is not None:
-            copy_pretrained(run.pretrained, echo=echo)
+            copy_pretrained(run.pretrained, layout.run_dir, echo=echo)
         c = prepared.corpus
         echo(f"corpus: {c['articles']} articles, {c['corpus_tokens']:,} tokens in {c['blocks']:,} blocks of "
              f"{cfg.pretrain.seq_len}; task {cfg.task.name}: {c['train_examples']} train / {c['val_examples']} val / "
@@ -173,8 +173,8 @@ def write_run_report(run: OpenRun, cfg: ExperimentConfig, specs: list[MemberSpec
     corpus = dict(run.prepared.corpus)
     timing = {"wall_s": time.perf_counter() - run.t_start, "prepare_s": corpus.pop("prepare_s"),
               "members_wall_s": members_done - run.t_start}
-    out = report.build(cfg, corpus, results, specs, votes, timing,
-                       pretrained_from=None if run.pretrained is None else run.pretrained.summary())
+    taken = run.pretrained.summary() if run.pretrained is not None else recorded(run.layout.run_dir)  # or resumed
+    out = report.build(cfg, corpus, results, specs, votes, timing, pretrained_from=taken)
     report.write(run.layout, out, command=command)
     run.events.report(out)
     run.events.close()

@@ -5,8 +5,9 @@ on the task. So members pre-trained once can be fine-tuned on every task, which 
 pre-trains once and then fine-tunes on AG News, DBpedia and FewRel. Before members start, each member
 (and the deep model) whose pre-training here would be the same as there gets that run's finished masked LM
 copied into this run. It then fine-tunes only. Members the other run lacks or did not finish pre-train here
-as usual. The tokenizer is the other run's. On CPU the report equals the report of a run that pre-trains
-again (pre-training is deterministic); a test checks that the copied weights are the other run's.
+as usual. The tokenizer is the other run's. On CPU the members come out as they would from pre-training
+again (pre-training is deterministic; tests/test_run.py checks it on the same task). What was taken is
+recorded in the run directory (`pretrained_from.json`) and in the report, a resumed run's included.
 
 The configs must agree on everything that shapes pre-training (`seed`, `model.*`, `tokenizer.*`,
 `pretrain.*` but how often to checkpoint and log and whether to compile); the task, fine-tuning, committee
@@ -15,6 +16,7 @@ size, deep model, resources and storage may differ.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from workers.member import MemberSpec
 PRETRAINING_KEYS = ("seed", "model.", "tokenizer.", "pretrain.")
 HOW_NOT_WHAT = ("pretrain.checkpoint_every", "pretrain.log_every", "pretrain.compile")
 STATS_FILE = "pretrain_stats.json"  # written last with a member's pre-trained masked LM: its marker
+RECORD_FILE = "pretrained_from.json"  # in the run directory: what was taken, for the report of a resumed run
 
 
 @dataclass(frozen=True)
@@ -117,10 +120,16 @@ def pretrained_source(cfg: ExperimentConfig, source: Path, run_dir: Path, specs:
     return PretrainedSource(source, source / "tokenizer", mlm_dirs)
 
 
-def copy_pretrained(source: PretrainedSource, echo=print) -> None:
+def recorded(run_dir: Path) -> dict | None:
+    """What `copy_pretrained` recorded in `run_dir` ({"run", "members"}), or None: a resumed run's report says it too."""
+    path = Path(run_dir) / RECORD_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def copy_pretrained(source: PretrainedSource, run_dir: Path, echo=print) -> None:
     """Copy each chosen member's finished masked LM, with its pre-training stats, into this run (a member that
-    already holds one, in a resumed run, is left as it is); the stats file is written last, as after
-    pre-training."""
+    already holds one is left as it is); the stats file is written last, as after pre-training. Records what
+    was taken in `run_dir`."""
     from transformers import BertForMaskedLM
     from transformers.utils import logging as hf_logging
 
@@ -133,4 +142,5 @@ def copy_pretrained(source: PretrainedSource, echo=print) -> None:
         stats = checkpoint.read_bytes(checkpoint.join(src, STATS_FILE)).decode()
         checkpoint.save_final(dst, model, {STATS_FILE: stats})
         checkpoint.clear_local_cache()
+    (Path(run_dir) / RECORD_FILE).write_text(json.dumps(source.summary()) + "\n")
     echo(f"pre-training taken from {source.run_dir}: {', '.join(sorted(source.mlm_dirs))} (fine-tuned only)")
