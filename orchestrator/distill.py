@@ -91,13 +91,6 @@ def with_source_run(cfg: DistillExperimentConfig, from_run: Path,
     return DistillExperimentConfig.model_validate(merged), source
 
 
-def check_target_is_not_source(run_dir: Path, from_run: Path) -> None:
-    target, source = Path(run_dir).resolve(), Path(from_run).resolve()
-    if target == source or source in target.parents or target in source.parents:
-        raise CommitteeError(f"--run-dir {run_dir} overlaps --from-run {from_run}: a distillation writes a run "
-                             f"directory of its own; choose another --run-dir (default: runs/<name>)")
-
-
 # ----------------------------------------------------------------------------------------------
 # plan: the non-member a student starts from (the students' plan: distill_stages.student_specs)
 
@@ -183,7 +176,7 @@ def distill_experiment(cfg: DistillExperimentConfig, run_dir: str | Path, from_r
         origin, from_run, command = _continued(Path(run_dir), from_run, overwrite, command)
     source = None
     if from_run is not None:
-        check_target_is_not_source(Path(run_dir), Path(from_run))
+        rundir.check_apart(Path(run_dir), Path(from_run), "--from-run")
         cfg, source = with_source_run(cfg, Path(from_run), echo)
     check_request(cfg)
     if resume:

@@ -23,7 +23,7 @@ from pathlib import Path
 from orchestrator.config import ExperimentConfig, validate_dict
 from orchestrator.config_yaml import flatten, load_raw
 from orchestrator.plan import member_specs
-from orchestrator.rundir import RunLayout
+from orchestrator.rundir import RunLayout, check_apart
 from workers import checkpoint
 from workers.errors import CommitteeError
 from workers.member import MemberSpec
@@ -79,13 +79,6 @@ def _source_config(source: Path) -> ExperimentConfig:
     return validate_dict(raw, source=str(source / "config.yaml"))
 
 
-def check_not_overlapping(run_dir: Path, source: Path) -> None:
-    target, origin = Path(run_dir).resolve(), Path(source).resolve()
-    if target == origin or origin in target.parents or target in origin.parents:
-        raise CommitteeError(f"--run-dir {run_dir} overlaps --pretrained-from {source}: the new run writes a "
-                             f"directory of its own; choose another --run-dir (default: runs/<name>)")
-
-
 def pretraining_differences(cfg: ExperimentConfig, source_cfg: ExperimentConfig) -> list[tuple]:
     """The keys that shape pre-training on which the two configs differ: [(key, cfg's value, source_cfg's)]."""
     mine, theirs = flatten(cfg.model_dump(mode="json")), flatten(source_cfg.model_dump(mode="json"))
@@ -99,7 +92,7 @@ def pretrained_source(cfg: ExperimentConfig, source: Path, run_dir: Path, specs:
     Refused, naming the keys, when the configs differ in what shapes pre-training; refused when RUN_DIR has no
     member this run can use."""
     source = Path(source)
-    check_not_overlapping(run_dir, source)
+    check_apart(run_dir, source, "--pretrained-from")
     source_cfg = _source_config(source)
     differ = pretraining_differences(cfg, source_cfg)
     if differ:
@@ -127,17 +120,15 @@ def recorded(run_dir: Path) -> dict | None:
 
 
 def copy_pretrained(source: PretrainedSource, run_dir: Path, echo=print) -> None:
-    """Copy each chosen member's finished masked LM, with its pre-training stats, into this run (a member that
-    already holds one is left as it is); the stats file is written last, as after pre-training. Records what
-    was taken in `run_dir`."""
+    """Copy each chosen member's finished masked LM, with its pre-training stats, into this run (over whatever
+    is there: with `storage.uri` a reused run name may find an older run's members); the stats file is
+    written last, as after pre-training. Records what was taken in `run_dir`."""
     from transformers import BertForMaskedLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # one line for the whole copy, below
     for name in sorted(source.mlm_dirs):
         src, dst = source.mlm_dirs[name]
-        if finished(dst):
-            continue
         model = checkpoint.load_pretrained(BertForMaskedLM, src)
         stats = checkpoint.read_bytes(checkpoint.join(src, STATS_FILE)).decode()
         checkpoint.save_final(dst, model, {STATS_FILE: stats})

@@ -149,6 +149,15 @@ def is_run_dir(path: Path) -> bool:
     return (path / MARKER).is_file()
 
 
+def check_apart(run_dir: Path, source: Path, option: str) -> None:
+    """Refuse a run directory that is, holds or lies inside the run it reads (`option`: --from-run,
+    --pretrained-from): --overwrite would delete what it reads."""
+    target, origin = Path(run_dir).resolve(), Path(source).resolve()
+    if target == origin or origin in target.parents or target in origin.parents:
+        raise CommitteeError(f"--run-dir {run_dir} overlaps {option} {source}: the new run writes a run directory "
+                             f"of its own; choose another --run-dir (default: runs/<name>)")
+
+
 def check_target(run_dir: Path, data_root: Path | None, overwrite: bool, resume: bool) -> None:
     """Refuse a run directory that would harm the user's files, before anything is created or deleted."""
     if str(run_dir).strip() == "" or str(run_dir) == ".":
