@@ -117,10 +117,12 @@ def run(
                                                    "agree on seed, model, tokenizer and pretrain; the task may differ"),
 ):
     """Pre-train the committee, fine-tune every member, vote, and write the report."""
+    from orchestrator import rundir
     from orchestrator.config import load_config
     from orchestrator.driver import run_experiment
 
-    config, overrides = _config_and_overrides("run", config, overrides, run_dir, overwrite, resume)
+    config, overrides = _config_and_overrides("run", config, overrides, run_dir, overwrite, resume,
+                                              check=lambda d: rundir.check_kind(d, "run"))
     if pretrained_from is not None and resume is not None:
         raise CommitteeError("--resume continues a run that already holds the members it took with "
                              "--pretrained-from; leave out --pretrained-from")
@@ -252,8 +254,13 @@ def predict(
     if rule not in RULES:
         raise CommitteeError(f"--rule {rule!r} is not a voting rule; choose from {', '.join(RULES)}")
     if not (run_dir / "report.json").is_file():
-        raise CommitteeError(f"{run_dir} is not a finished run (it holds no report.json); give the directory of a "
-                             f"`committee run` that finished, e.g. runs/<name>")
+        from orchestrator import rundir
+
+        what = ("does not exist" if not run_dir.exists() else f"is {rundir.KINDS['sweep']}, not a run"
+                if rundir.kind_of(run_dir) == "sweep" else "is not a finished run (it holds "
+                "no report.json)")
+        raise CommitteeError(f"{run_dir} {what}; give the directory of a `committee run` that finished, e.g. "
+                             f"runs/<name>")
     texts, raw_labels = predict_inputs(input_path, committee_task(run_dir))  # checked before loading weights
     from workers.committee import Committee
 

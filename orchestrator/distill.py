@@ -32,7 +32,7 @@ from pathlib import Path
 
 from orchestrator import driver, rundir
 from orchestrator.config_distill import COMMITTEE_METHODS, DistillExperimentConfig, load_distill_config
-from orchestrator.config_yaml import flatten, load_raw
+from orchestrator.config_yaml import flatten
 from orchestrator.distill_stages import Distillation
 from orchestrator.distill_store import MIRRORED, DistillStore, Origin
 from orchestrator.plan import member_spec, member_specs, model_settings
@@ -126,10 +126,7 @@ def check_resumable(run_dir: Path) -> None:
     if not (run_dir / "config.yaml").is_file():
         raise CommitteeError(f"cannot resume {run_dir}: it holds no config.yaml (the distillation was stopped before "
                              f"it started); start it again: committee distill CONFIG --run-dir {run_dir} --overwrite")
-    if "distill" not in load_raw(run_dir / "config.yaml"):
-        raise CommitteeError(f"cannot resume {run_dir} as a distillation: it is a `committee run` directory (its "
-                             f"config.yaml has no distill: section); continue it with: committee run --resume "
-                             f"{run_dir}")
+    rundir.check_kind(run_dir, "distill")
 
 
 def resume_source(run_dir: Path, from_run: str | Path | None, origin: Origin | None) -> Path | None:

@@ -149,6 +149,42 @@ def is_run_dir(path: Path) -> bool:
     return (path / MARKER).is_file()
 
 
+NOUNS = {"run": "run", "sweep": "sweep", "distill": "distillation"}
+KINDS = {"run": "a `committee run` directory", "sweep": "a sweep (its config.yaml has a sweep: section)",
+         "distill": "a distillation (its config.yaml has a distill: section)"}
+
+
+def kind_of(run_dir: Path) -> str | None:
+    """"run", "sweep" or "distill": which command made `run_dir`, read from its config.yaml's sections;
+    None when it holds no readable config.yaml."""
+    from orchestrator.config_yaml import load_raw
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        return None
+    try:
+        raw = load_raw(path)
+    except CommitteeError:
+        return None
+    return next((name for name in ("sweep", "distill") if name in raw), "run")
+
+
+def continue_command(run_dir: Path, kind: str) -> str:
+    """The command that continues an interrupted run directory of `kind`."""
+    if kind == "sweep":
+        return f"committee sweep {Path(run_dir) / 'config.yaml'} --resume --run-dir {run_dir}"
+    return f"committee {kind} --resume {run_dir}"
+
+
+def check_kind(run_dir: Path, kind: str) -> None:
+    """Refuse to resume `run_dir` as a `kind` when another command made it, naming the command that continues
+    it (nothing is read beyond its config.yaml; a directory without one is left to the caller's checks)."""
+    found = kind_of(run_dir)
+    if found is not None and found != kind:
+        raise CommitteeError(f"cannot resume {run_dir} as a {NOUNS[kind]}: it is {KINDS[found]}; continue it "
+                             f"with: {continue_command(run_dir, found)}")
+
+
 def check_apart(run_dir: Path, source: Path, option: str) -> None:
     """Refuse a run directory that is, holds or lies inside the run it reads (`option`: --from-run,
     --pretrained-from): --overwrite would delete what it reads."""

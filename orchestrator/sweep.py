@@ -95,6 +95,7 @@ def check_sweep(cfg: SweepConfig) -> list[PointConfig]:
 def check_sweep_resume(cfg: SweepConfig, run_dir: Path) -> None:
     """A resumed sweep may change only RESUMABLE_KEYS: finished trials were trained with the saved values."""
     saved_path = run_dir / "config.yaml"
+    rundir.check_kind(run_dir, "sweep")
     if not (run_dir / STATE_FILE).is_file() or not saved_path.is_file():
         raise CommitteeError(f"cannot resume {run_dir}: it holds no sweep (no {STATE_FILE}); start it without "
                              "--resume, or choose the sweep's --run-dir")

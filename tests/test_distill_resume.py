@@ -188,8 +188,7 @@ def test_resume_refuses_overwrite_and_directories_that_are_not_a_distillation(tm
     started = tmp_path / "started"  # stopped before it wrote its config
     started.mkdir()
     (started / MARKER).write_text("{}\n")
-    cases = [(run_only, f"it is a `committee run` directory (its config.yaml has no distill: section); continue it "
-                        f"with: committee run --resume {run_only}"),
+    cases = [(run_only, f"it is a `committee run` directory; continue it with: committee run --resume {run_only}"),
              (users, f"cannot resume {users}: it is not a run directory made by committee (no {MARKER} marker)"),
              (started, "it holds no config.yaml (the distillation was stopped before it started); start it again"),
              (tmp_path / "missing", "it does not exist")]

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import REPO, run_cli
 from orchestrator.config import load_config
 from orchestrator.prepare import load_cfg_task
 from test_own_data import RELATIONS
@@ -101,8 +101,13 @@ def test_bad_predict_input_exits_2(own_data_run, committee, tmp_path):  # noqa: 
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
     (unfinished / "config.yaml").write_text((run_dir / "config.yaml").read_text())
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "config.yaml").write_text((REPO / "configs" / "sweep_smoke.yaml").read_text())
     for args, message in (((run_dir, blank), "line 2 is empty"),
                           ((unfinished, blank), "is not a finished run (it holds no report.json)"),
+                          ((tmp_path / "missing", blank), f"{tmp_path / 'missing'} does not exist"),
+                          ((sweep, blank), "is a sweep (its config.yaml has a sweep: section), not a run"),
                           ((run_dir, blank, "--rule", "median"), "not a voting rule")):
         proc = run_cli("predict", *args, timeout=120)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr

@@ -161,6 +161,46 @@ def test_resume_refuses_a_planted_pickle_and_runs_nothing(tmp_path):
     assert not (run_dir / "metrics.jsonl").exists(), "no member ran"
 
 
+def test_resume_of_another_commands_directory_names_the_command_that_continues_it(tmp_path):
+    """`run`, `sweep` and `distill --resume` on a directory another command made: exit 2 before anything is
+    read or started, naming the command that continues it; that command's own checks accept the directory."""
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+    from orchestrator.config_distill import load_distill_config
+    from orchestrator.config_sweep import load_sweep_config, sweep_to_yaml
+    from orchestrator.rundir import check_kind
+    from orchestrator.sweep import STATE_FILE, check_sweep_resume
+
+    configs = {"run": to_yaml(load_config(SMOKE)),
+               "sweep": sweep_to_yaml(load_sweep_config(REPO / "configs" / "sweep_smoke.yaml")),
+               "distill": to_yaml(load_distill_config(REPO / "configs" / "distill_smoke.yaml"))}
+    dirs = {}
+    for kind, text in configs.items():
+        dirs[kind] = tmp_path / kind
+        dirs[kind].mkdir()
+        (dirs[kind] / MARKER).write_text("{}\n")
+        (dirs[kind] / "config.yaml").write_text(text)
+    (dirs["sweep"] / STATE_FILE).write_text("{}\n")
+    continues = {"run": f"committee run --resume {dirs['run']}", "distill": f"committee distill --resume {dirs['distill']}",
+                 "sweep": f"committee sweep {dirs['sweep'] / 'config.yaml'} --resume --run-dir {dirs['sweep']}"}
+    before = snapshot(tmp_path)
+    for command in configs:
+        for kind, run_dir in dirs.items():
+            if kind == command:
+                continue
+            args = ([command, str(REPO / "configs" / "sweep_smoke.yaml"), "--resume", "--run-dir", str(run_dir)]
+                    if command == "sweep" else [command, "--resume", str(run_dir)])
+            result = CliRunner().invoke(app, args)
+            assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+            assert f"cannot resume {run_dir} as a" in result.output, result.output
+            assert f"continue it with: {continues[kind]}" in " ".join(result.output.split()), result.output
+    assert snapshot(tmp_path) == before
+    for kind, run_dir in dirs.items():
+        check_kind(run_dir, kind)  # the suggested command passes its own kind check
+    check_sweep_resume(load_sweep_config(dirs["sweep"] / "config.yaml"), dirs["sweep"])  # and the sweep's
+
+
 # ----------------------------------------------------------------------------------------------
 # 5 and 6. one driver per run directory; SIGTERM stops the members and says how to resume
 
