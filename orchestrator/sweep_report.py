@@ -51,10 +51,16 @@ def ranks(x: np.ndarray) -> np.ndarray:
     return ranked
 
 
+AXIS_SPREAD = 1e-3  # an axis whose values lie within 0.1% of its largest does not vary (see spearman)
+
+
 def spearman(x: list[float], y: list[float], seed: int = 0) -> dict:
-    """Spearman's rho of x and y with a two-sided permutation p-value; rho None when either is constant."""
+    """Spearman's rho of x and y with a two-sided permutation p-value; rho None when y is constant or x does not
+    vary: its values within AXIS_SPREAD of its largest. Corpora of one size differ by a few tokens (the last
+    article is cut at a word boundary) and a tokens budget by a few hundred real tokens in 16 M: ranking trials
+    by such differences would report a correlation with noise."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+    if len(x) < 3 or np.ptp(x) <= AXIS_SPREAD * np.abs(x).max() or np.ptp(y) == 0:
         return {"rho": None, "p": None, "n": int(len(x))}
     rx, ry = ranks(x), ranks(y)
     rho = float(np.corrcoef(rx, ry)[0, 1])

@@ -256,6 +256,9 @@ def test_mean_interval_and_spearman_on_known_values():
     # ties share their mean rank: x ranks 1.5 1.5 3 4, y ranks 1 2 3 4 -> Pearson of the ranks
     assert spearman([1, 1, 2, 3], [1, 2, 3, 4])["rho"] == pytest.approx(0.9486833, abs=1e-6)
     assert spearman([1, 1, 1, 1], [1, 2, 3, 4])["rho"] is None
+    # corpora of one size (a few tokens apart where the last article is cut) do not vary: no correlation
+    assert spearman([1_000_000, 999_998, 1_000_000, 999_998], [0.1, 0.2, 0.3, 0.4])["rho"] is None
+    assert spearman([0.811, 0.812, 0.813, 0.814], [0.1, 0.2, 0.3, 0.4])["rho"] == pytest.approx(1.0)
 
 
 def test_best_point_passes_over_points_whose_models_sit_at_chance():
