@@ -369,9 +369,13 @@ def run_sweep(cfg: SweepConfig, run_dir: str | Path, address: str | None = None,
 
 
 def unfinished_trials(grid) -> int:
-    """Trials that neither ended (Tune marks a finished or scheduler-stopped trial's last result `done`) nor
-    failed: after Ctrl-C, the ones that were running or waiting (Tune's saved state keeps them for --resume)."""
-    return sum(1 for result in grid if result.error is None and not (result.metrics or {}).get("done"))
+    """Trials that neither ended nor failed: after Ctrl-C, the ones that were running or waiting (Tune's saved
+    state keeps them for --resume). A trial ended when its last result is the trainable's `final` report, or
+    when Tune marked it `done` (a scheduler's stop). Tune marks a trial whose function returned `done` too, but
+    in place, after the result was saved: a trial that ended just before Ctrl-C can come back from the saved
+    state without it, and counting it would end every --resume with "stopped before all its trials finished"."""
+    return sum(1 for result in grid if result.error is None
+               and not ((result.metrics or {}).get("done") or (result.metrics or {}).get("final")))
 
 
 def finish(ray, cfg: SweepConfig, layout: rundir.RunLayout, grid, data: dict[str, SweepData], command: str,

@@ -261,6 +261,23 @@ def test_mean_interval_and_spearman_on_known_values():
     assert spearman([0.811, 0.812, 0.813, 0.814], [0.1, 0.2, 0.3, 0.4])["rho"] == pytest.approx(1.0)
 
 
+def test_a_trial_that_ended_counts_as_ended_without_tunes_done_flag():
+    """A trial whose function returned just before Ctrl-C can come back from Tune's saved state TERMINATED but
+    without `done` on its last result (Tune sets it in place after saving): its `final` report says it ended.
+    Seen in a full test run, where the resumed smoke sweep then reported itself stopped again."""
+    from types import SimpleNamespace as Result
+
+    from orchestrator.sweep import unfinished_trials
+
+    ended = Result(error=None, metrics={"final": True, "done": False})  # returned; state saved before `done`
+    stopped = Result(error=None, metrics={"final": False, "done": True})  # ASHA's stop
+    running = Result(error=None, metrics={"final": False, "done": False, "epoch": 2})  # interrupted
+    waiting = Result(error=None, metrics=None)  # never started
+    failed = Result(error=RuntimeError("x"), metrics={})
+    assert unfinished_trials([ended, stopped, failed]) == 0
+    assert unfinished_trials([ended, running, waiting, stopped]) == 2
+
+
 def test_best_point_passes_over_points_whose_models_sit_at_chance():
     """A search on the gap must not pick a point where both models learned nothing (gap 0) over points
     where both learned and pre-training lost; with no point above chance there is no best point."""
