@@ -256,9 +256,12 @@ def predict(
     if not (run_dir / "report.json").is_file():
         from orchestrator import rundir
 
-        what = ("does not exist" if not run_dir.exists() else f"is {rundir.KINDS['sweep']}, not a run"
-                if rundir.kind_of(run_dir) == "sweep" else "is not a finished run (it holds "
-                "no report.json)")
+        if not run_dir.exists():
+            what = "does not exist"
+        elif rundir.kind_of(run_dir) == "sweep":
+            what = f"is {rundir.KINDS['sweep']}, not a run"
+        else:
+            what = "is not a finished run (it holds no report.json)"
         raise CommitteeError(f"{run_dir} {what}; give the directory of a `committee run` that finished, e.g. "
                              f"runs/<name>")
     texts, raw_labels = predict_inputs(input_path, committee_task(run_dir))  # checked before loading weights
