@@ -53,15 +53,17 @@ def user_errors(fn):
 
 
 _RESUMABLE: list[Path] = []  # the run directory a command works in, once it has one
-_RESUME_COMMAND: list[str] = []  # the command that continues it (default: committee run)
+_RESUME_KIND: list[str] = []  # which command continues it (default: run)
 
 
 def _resume_hint() -> str:
+    from orchestrator import rundir
+
     run_dir = _RESUMABLE[-1] if _RESUMABLE else None
     if run_dir is None or not (run_dir / "config.yaml").is_file():
         return ""
-    command = _RESUME_COMMAND[-1] if _RESUME_COMMAND else "committee run"
-    return f"; members were stopped. Continue with: {command} --resume {shlex.quote(str(run_dir))}"
+    kind = _RESUME_KIND[-1] if _RESUME_KIND else "run"
+    return f"; members were stopped. Continue with: {rundir.continue_command(run_dir, kind)}"
 
 
 OVERRIDES = typer.Argument(None, help="dotted overrides, e.g. committee.members=8 pretrain.max_steps=200")
@@ -160,7 +162,7 @@ def distill(
     cfg = load_distill_config(config, overrides)
     target = _target(cfg.name, run_dir, resume)
     _RESUMABLE.append(target)
-    _RESUME_COMMAND.append("committee distill")
+    _RESUME_KIND.append("distill")
     command = "committee distill " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     distill_experiment(cfg, target, from_run=from_run, address=address, overwrite=overwrite,
                        resume=resume is not None, command=command, echo=typer.echo)
@@ -170,7 +172,9 @@ def distill(
 @user_errors
 def validate(config: Path = typer.Argument(..., help="experiment YAML"), overrides: Optional[List[str]] = OVERRIDES):
     """Check a config (keys, types, ranges) and its data (a sweep file: every point; a distill file: its request)."""
-    section = _section_of(config)
+    from orchestrator.config_yaml import command_of, load_raw
+
+    section = command_of(load_raw(config))
     if section == "sweep":
         return _validate_sweep(config, overrides or [])
     from orchestrator.config import load_config
@@ -187,14 +191,6 @@ def validate(config: Path = typer.Argument(..., help="experiment YAML"), overrid
     root = check_data(cfg)
     where = f"data root {root}" if root is not None else "your own task and corpus"
     typer.echo(f"{config}: valid ({cfg.committee.members} members, task {cfg.task.name}, {where})")
-
-
-def _section_of(config: Path) -> str | None:
-    """"sweep" or "distill" when the file has that command's section, else None (a run config)."""
-    from orchestrator.config_yaml import load_raw
-
-    raw = load_raw(config)
-    return next((name for name in ("sweep", "distill") if name in raw), None)
 
 
 def _validate_sweep(config: Path, overrides: list[str]) -> None:

@@ -149,6 +149,12 @@ def _deep_copy(raw: Any) -> Any:
     return raw
 
 
+def command_of(raw: dict[str, Any]) -> str:
+    """Which command a config mapping is for: "sweep" or "distill" when it has that command's section, else
+    "run"."""
+    return next((name for name in ("sweep", "distill") if name in raw), "run")
+
+
 def load_raw(path: str | Path) -> dict[str, Any]:
     """The config file's mapping, as parsed: refused when not YAML, not a non-empty mapping, or when it
     repeats a key or uses anchors/aliases (an empty file would otherwise mean "all defaults")."""

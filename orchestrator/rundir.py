@@ -23,6 +23,7 @@ import errno
 import fcntl
 import json
 import os
+import shlex
 import shutil
 import socket
 import time
@@ -157,23 +158,23 @@ KINDS = {"run": "a `committee run` directory", "sweep": "a sweep (its config.yam
 def kind_of(run_dir: Path) -> str | None:
     """"run", "sweep" or "distill": which command made `run_dir`, read from its config.yaml's sections;
     None when it holds no readable config.yaml."""
-    from orchestrator.config_yaml import load_raw
+    from orchestrator.config_yaml import command_of, load_raw
 
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         return None
     try:
-        raw = load_raw(path)
+        return command_of(load_raw(path))
     except CommitteeError:
         return None
-    return next((name for name in ("sweep", "distill") if name in raw), "run")
 
 
 def continue_command(run_dir: Path, kind: str) -> str:
-    """The command that continues an interrupted run directory of `kind`."""
+    """The command that continues an interrupted run directory of `kind` ("run", "sweep", "distill")."""
+    where = shlex.quote(str(run_dir))
     if kind == "sweep":
-        return f"committee sweep {Path(run_dir) / 'config.yaml'} --resume --run-dir {run_dir}"
-    return f"committee {kind} --resume {run_dir}"
+        return f"committee sweep {shlex.quote(str(Path(run_dir) / 'config.yaml'))} --resume --run-dir {where}"
+    return f"committee {kind} --resume {where}"
 
 
 def check_kind(run_dir: Path, kind: str) -> None:

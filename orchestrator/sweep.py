@@ -356,7 +356,7 @@ def run_sweep(cfg: SweepConfig, run_dir: str | Path, address: str | None = None,
         if unfinished:
             again = command if "--resume" in command.split() else f"{command} --resume"
             echo(f"the sweep stopped before all its trials finished; continue it with: "
-                 f"{again if command else f'committee sweep CONFIG --run-dir {layout.run_dir} --resume'}")
+                 f"{again if command else rundir.continue_command(layout.run_dir, 'sweep')}")
             raise KeyboardInterrupt
         out = finish(ray, cfg, layout, grid, data, command, echo)
     finally:
@@ -374,8 +374,8 @@ def unfinished_trials(grid) -> int:
     when Tune marked it `done` (a scheduler's stop). Tune marks a trial whose function returned `done` too, but
     in place, after the result was saved: a trial that ended just before Ctrl-C can come back from the saved
     state without it, and counting it would end every --resume with "stopped before all its trials finished"."""
-    return sum(1 for result in grid if result.error is None
-               and not ((result.metrics or {}).get("done") or (result.metrics or {}).get("final")))
+    ended = [result.error is not None or any((result.metrics or {}).get(k) for k in ("done", "final")) for result in grid]
+    return ended.count(False)
 
 
 def finish(ray, cfg: SweepConfig, layout: rundir.RunLayout, grid, data: dict[str, SweepData], command: str,
