@@ -208,23 +208,40 @@ def _validate_sweep(config: Path, overrides: list[str]) -> None:
 @app.command()
 @user_errors
 def sweep(
-    config: Path = typer.Argument(..., help="sweep YAML: an experiment plus a sweep: section (see configs/sweep_*.yaml)"),
+    config: Path = typer.Argument(..., help="sweep YAML: an experiment plus a sweep: section (see configs/sweep_*.yaml); "
+                                  "with --resume, the sweep's directory instead (its own config.yaml is used)"),
     overrides: Optional[List[str]] = typer.Argument(None, help="dotted overrides, e.g. sweep.seeds=2 "
                                                     "finetune.epochs=4 sweep.space.pretrain.articles.grid=[50,200]"),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="default: runs/<name>"),
     address: Optional[str] = typer.Option(None, "--address", help="an existing Ray cluster (auto, ray://HOST:10001 "
                                           "or HOST:6379); absent: Ray starts in-process"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing sweep directory"),
-    resume: bool = typer.Option(False, "--resume", help="continue the interrupted sweep in --run-dir (default "
-                                "runs/<name>): finished trials are kept, the others run"),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted sweep: `--resume DIR`, or "
+                                "`CONFIG --resume [--run-dir DIR]` (default runs/<name>); finished trials are "
+                                "kept, the others run"),
 ):
     """Sweep config points on Ray Tune: each trial pre-trains one member and fine-tunes it beside its scratch
     twin; per point: mean gap with a 95% interval over seeds, the committees' vote, overlap and size."""
+    from orchestrator import rundir
     from orchestrator.config_sweep import load_sweep_config
     from orchestrator.sweep import run_sweep
 
     if resume and overwrite:
         raise CommitteeError("--resume keeps the sweep directory; it cannot be combined with --overwrite")
+    if resume and not config.exists():
+        raise CommitteeError(f"{config} does not exist: --resume takes the directory of an interrupted "
+                             "`committee sweep` (or its config file with --run-dir)")
+    if config.is_dir():  # `committee sweep --resume DIR`, the form run and distill take
+        if not resume:
+            raise CommitteeError(f"{config} is a directory: give a sweep YAML (committee sweep CONFIG), or continue "
+                                 f"the sweep in it with: {rundir.continue_command(config, 'sweep')}")
+        if run_dir is not None and run_dir != config:
+            raise CommitteeError("--resume DIR continues that sweep directory; leave out --run-dir")
+        rundir.check_kind(config, "sweep")
+        if not (config / "config.yaml").is_file():
+            raise CommitteeError(f"{config} holds no config.yaml: --resume takes the directory of an interrupted "
+                                 "`committee sweep`")
+        run_dir, config = config, config / "config.yaml"
     cfg = load_sweep_config(config, list(overrides or []))
     target = run_dir if run_dir is not None else Path("runs") / cfg.experiment.name
     command = "committee sweep " + " ".join(shlex.quote(a) for a in sys.argv[2:])

@@ -171,10 +171,7 @@ def kind_of(run_dir: Path) -> str | None:
 
 def continue_command(run_dir: Path, kind: str) -> str:
     """The command that continues an interrupted run directory of `kind` ("run", "sweep", "distill")."""
-    where = shlex.quote(str(run_dir))
-    if kind == "sweep":
-        return f"committee sweep {shlex.quote(str(Path(run_dir) / 'config.yaml'))} --resume --run-dir {where}"
-    return f"committee {kind} --resume {where}"
+    return f"committee {kind} --resume {shlex.quote(str(run_dir))}"
 
 
 def check_kind(run_dir: Path, kind: str) -> None:

@@ -10,7 +10,7 @@ Tune is used as documented: a function trainable (`workers.trainables.member_pai
 trial from `resources.*`, `tune.RunConfig(storage_path=<run dir>/tune or storage.uri)`, a
 `tune.FailureConfig` that retries a failed trial (it resumes from its member checkpoints),
 `ray.tune.report` for metrics, and Tune's own progress table. Ctrl-C stops the sweep gracefully (Tune
-saves its state); `committee sweep CONFIG --run-dir DIR --resume` continues it.
+saves its state); `committee sweep --resume DIR` continues it.
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ import numpy as np
 
 from orchestrator import cluster, rundir, sweep_report
 from orchestrator.config import to_yaml
-from orchestrator.config_sweep import SweepConfig, sweep_to_yaml
-from orchestrator.config_yaml import load_raw
+from orchestrator.config_sweep import SweepConfig, load_sweep_config, sweep_to_yaml
 from orchestrator.driver import data_root_or_none, score
 from orchestrator.prepare import check_data, task_and_corpus
 from orchestrator.sweep_data import SweepData, prepare_sweep_data
@@ -99,11 +98,12 @@ def check_sweep_resume(cfg: SweepConfig, run_dir: Path) -> None:
     if not (run_dir / STATE_FILE).is_file() or not saved_path.is_file():
         raise CommitteeError(f"cannot resume {run_dir}: it holds no sweep (no {STATE_FILE}); start it without "
                              "--resume, or choose the sweep's --run-dir")
-    saved = _flatten(load_raw(saved_path))
+    # both sides through the loader: a key added since the sweep was saved takes its default on both
+    saved = _flatten(load_raw_text(sweep_to_yaml(load_sweep_config(saved_path))))
     now = _flatten(load_raw_text(sweep_to_yaml(cfg)))
     changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and not k.startswith(RESUMABLE_KEYS))
     if changed:
-        diffs = "; ".join(f"{k} (sweep: {saved.get(k)!r}, now: {now.get(k)!r})" for k in changed)
+        diffs = "; ".join(f"{k} (sweep: {saved.get(k, 'absent')}, now: {now.get(k, 'absent')})" for k in changed)
         raise CommitteeError(f"--resume {run_dir} cannot change {diffs}; resume with the sweep's own config "
                              f"({saved_path}) or start a new --run-dir")
 

@@ -1,9 +1,11 @@
 """A sweep's report: sweep.csv / sweep.json (one row per trial), sweep.md (points with their mean gap and
-95% interval over seeds, Spearman correlations, committees), gap_vs_size.png and gap_vs_overlap.png.
+95% interval over seeds, paired comparisons within seeds, Spearman correlations, committees), gap_vs_size.png
+and gap_vs_overlap.png.
 
-Statistics are plain numpy: a t interval for the mean gap over a point's seeds, Spearman's rank
-correlation (ties share their mean rank) of the trials' gaps with corpus size and with overlap, and a
-two-sided permutation p-value for it (seeded, so a report is reproducible).
+Statistics are plain numpy: a t interval for the mean gap over a point's seeds, a paired t interval for
+moving one space key with the seed and the other keys fixed, Spearman's rank correlation (ties share their
+mean rank) of the trials' gaps with corpus size and with overlap, and a two-sided permutation p-value for it
+(seeded, so a report is reproducible).
 """
 
 from __future__ import annotations
@@ -108,6 +110,50 @@ def correlations(rows: list[dict], seed: int) -> dict:
             for axis in ("corpus_tokens", "pretrain_tokens", "type_overlap", "occurrence_overlap")}
 
 
+PAIRED_ALL_VALUES = 4  # a key with at most this many values: every pair of them; more: neighbours in sorted order
+
+
+def _sorted_values(values: list) -> list:
+    try:
+        return sorted(values)
+    except TypeError:  # values of mixed types: keep the order the trials met them
+        return values
+
+
+def paired_effects(rows: list[dict], space_keys: list[str]) -> list[dict]:
+    """What moving one space key from value a to value b does to the gap, within blocks: the trials of one seed
+    (member index) whose other keys' values agree. In a block the two trials share the seed's data order and,
+    unless the key changes what the scratch twin learns (fine-tuning settings, task data), the very same twin,
+    so the twin's seed-to-seed variance, which dominates a point's interval, cancels. One entry per key and
+    pair of its values with at least one block where both trials finished: the blocks' differences (gap at b
+    minus gap at a), their mean with a 95% t interval, and how many favour b. A random or Bayesian search
+    rarely repeats the other keys' values, so it gives few or no blocks."""
+    done = [r for r in rows if r["status"] == "done" and r.get("gap") is not None]
+    out = []
+    for key in space_keys:
+        values = _sorted_values(list({json.dumps(r["values"][key]): r["values"][key] for r in done}.values()))
+        if len(values) < 2:
+            continue
+        if len(values) <= PAIRED_ALL_VALUES:
+            pairs = [(a, b) for i, a in enumerate(values) for b in values[i + 1:]]
+        else:
+            pairs = list(zip(values, values[1:]))
+        blocks: dict[str, dict[str, float]] = {}
+        for r in done:
+            others = {k: v for k, v in r["values"].items() if k != key}
+            block = json.dumps([r["member_index"], others], sort_keys=True)
+            blocks.setdefault(block, {})[json.dumps(r["values"][key])] = r["gap"]
+        for a, b in pairs:
+            ka, kb = json.dumps(a), json.dumps(b)
+            diffs = [gaps[kb] - gaps[ka] for gaps in blocks.values() if ka in gaps and kb in gaps]
+            if not diffs:
+                continue
+            out.append({"key": key, "a": a, "b": b, "blocks": len(diffs), "diffs": diffs,
+                        "delta": mean_interval(diffs), "b_better": sum(d > 0 for d in diffs),
+                        "a_better": sum(d < 0 for d in diffs)})
+    return out
+
+
 def twin_counts(rows: list[dict]) -> dict:
     """How many scratch twins the trials trained and how many they reused (trials that reported neither, e.g.
     failed before their twin was ready, are not counted). `distinct`: different twins among those trained
@@ -121,7 +167,7 @@ def twin_counts(rows: list[dict]) -> dict:
 def build(header: dict, rows: list[dict], points: list[dict]) -> dict:
     """sweep.json's content. `header`: name, search, metric, ... (see orchestrator.sweep)."""
     return {**header, "rows": rows, "points": points, "correlations": correlations(rows, header.get("seed", 0)),
-            "twins": twin_counts(rows)}
+            "paired": paired_effects(rows, header.get("space_keys", [])), "twins": twin_counts(rows)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -206,6 +252,22 @@ def _corr(c: dict) -> str:
     return f"{c['rho']:+.2f} (permutation p = {c['p']:.3f}, n = {c['n']} trials)"
 
 
+def paired_lines(paired: list[dict] | None) -> list[str]:
+    """sweep.md's section of paired comparisons (nothing when no key has a block with both trials done)."""
+    if not paired:
+        return []
+    lines = ["## Paired comparisons (within seed)", "",
+             "Each row moves one key from a to b and keeps the seed and every other key fixed (a block), so the "
+             "seed's scratch twin, which both trials share unless the key changes fine-tuning, cancels. "
+             "Δ gap = gap at b minus gap at a, mean over blocks with a 95% t interval; blocks of one seed under "
+             "different other keys are not independent, so read the interval as a guide.", "",
+             "| key | a → b | blocks | Δ gap [95% CI] | b better / a better |", "|---|---|---|---|---|"]
+    for e in paired:
+        lines.append(f"| `{e['key']}` | {e['a']} → {e['b']} | {e['blocks']} | {_gap(e['delta'])} | "
+                     f"{e['b_better']} / {e['a_better']} |")
+    return lines + [""]
+
+
 def twin_line(twins: dict | None) -> str:
     """One sentence: how many scratch twins were trained for how many trials."""
     if not twins or not twins["trials"]:
@@ -254,8 +316,9 @@ def markdown(r: dict, command: str) -> str:
                      f"{_pct(p['occurrence_overlap'])}% | {p['seeds_done']}/{p['trials']} | "
                      f"{_pct(p['test_accuracy']['mean'])} | {_pct(p['scratch_test_accuracy']['mean'])} | "
                      f"{_gap(p['gap'])} | {committee} |")
+    lines += [""] + paired_lines(r.get("paired"))
     corr = r["correlations"]
-    lines += ["", "## Does the gap grow with size and overlap?", "",
+    lines += ["## Does the gap grow with size and overlap?", "",
               "Spearman's rank correlation of the trials' gaps with:", "",
               f"- corpus size (tokens): {_corr(corr['corpus_tokens'])}",
               f"- pre-training tokens seen: {_corr(corr['pretrain_tokens'])}",

@@ -183,18 +183,25 @@ def test_resume_of_another_commands_directory_names_the_command_that_continues_i
         (dirs[kind] / "config.yaml").write_text(text)
     (dirs["sweep"] / STATE_FILE).write_text("{}\n")
     continues = {"run": f"committee run --resume {dirs['run']}", "distill": f"committee distill --resume {dirs['distill']}",
-                 "sweep": f"committee sweep {dirs['sweep'] / 'config.yaml'} --resume --run-dir {dirs['sweep']}"}
+                 "sweep": f"committee sweep --resume {dirs['sweep']}"}
     before = snapshot(tmp_path)
     for command in configs:
         for kind, run_dir in dirs.items():
             if kind == command:
                 continue
-            args = ([command, str(REPO / "configs" / "sweep_smoke.yaml"), "--resume", "--run-dir", str(run_dir)]
-                    if command == "sweep" else [command, "--resume", str(run_dir)])
-            result = CliRunner().invoke(app, args)
-            assert result.exit_code == 2 and "Traceback" not in result.output, result.output
-            assert f"cannot resume {run_dir} as a" in result.output, result.output
-            assert f"continue it with: {continues[kind]}" in " ".join(result.output.split()), result.output
+            forms = [[command, "--resume", str(run_dir)]]
+            if command == "sweep":  # the sweep's other form: its config file and --run-dir
+                forms.append([command, str(REPO / "configs" / "sweep_smoke.yaml"), "--resume", "--run-dir", str(run_dir)])
+            for args in forms:
+                result = CliRunner().invoke(app, args)
+                assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+                assert f"cannot resume {run_dir} as a" in result.output, result.output
+                assert f"continue it with: {continues[kind]}" in " ".join(result.output.split()), result.output
+    result = CliRunner().invoke(app, ["sweep", str(dirs["sweep"])])  # a sweep directory without --resume
+    assert result.exit_code == 2 and "is a directory" in result.output, result.output
+    assert f"committee sweep --resume {dirs['sweep']}" in " ".join(result.output.split()), result.output
+    result = CliRunner().invoke(app, ["sweep", "--resume", str(tmp_path / "missing")])
+    assert result.exit_code == 2 and "does not exist" in result.output, result.output
     assert snapshot(tmp_path) == before
     for kind, run_dir in dirs.items():
         check_kind(run_dir, kind)  # the suggested command passes its own kind check

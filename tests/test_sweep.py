@@ -20,7 +20,7 @@ from conftest import REPO, run_cli
 from orchestrator.config_reference import describe_fields
 from orchestrator.config_sweep import SweepSection, load_sweep_config
 from orchestrator.sweep import best_point, chance_level, check_search_package, check_sweep
-from orchestrator.sweep_report import chance_line, mean_interval, spearman, twin_line
+from orchestrator.sweep_report import chance_line, mean_interval, paired_effects, paired_lines, spearman, twin_line
 from orchestrator.sweep_space import point_config, trial_specs, twin_key, with_reference_tokenizer
 from workers.errors import CommitteeError, ConfigError
 from workers.member import Role
@@ -261,6 +261,46 @@ def test_mean_interval_and_spearman_on_known_values():
     assert spearman([0.811, 0.812, 0.813, 0.814], [0.1, 0.2, 0.3, 0.4])["rho"] == pytest.approx(1.0)
 
 
+def test_paired_comparisons_move_one_key_within_blocks_of_seed_and_other_keys():
+    def row(size, window, index, gap, status="done"):
+        return {"values": {"size": size, "window": window}, "member_index": index, "status": status, "gap": gap}
+
+    # gap = 0.1 * size index + 0.02 * window + a seed effect that pairing removes
+    rows = [row(s, w, i, 0.1 * s + 0.02 * w + 0.3 * i) for s in (0, 1) for w in (0, 1, 2, 3, 4, 5) for i in (0, 1, 2)]
+    rows[0] = row(0, 0, 0, None, status="error")  # a failed trial: its blocks lose that pair only
+    effects = paired_effects(rows, ["size", "window"])
+    size = [e for e in effects if e["key"] == "size"]
+    assert [(e["a"], e["b"], e["blocks"]) for e in size] == [(0, 1, 17)]
+    assert size[0]["delta"]["mean"] == pytest.approx(0.1) and size[0]["b_better"] == 17
+    assert size[0]["delta"]["ci95"] == pytest.approx([0.1, 0.1])  # the seed effect cancels: no spread
+    window = [(e["a"], e["b"], e["blocks"]) for e in effects if e["key"] == "window"]
+    assert window == [(w, w + 1, 5 if w == 0 else 6) for w in range(5)], "six values: neighbours only"
+    assert all(e["delta"]["mean"] == pytest.approx(0.02) for e in effects if e["key"] == "window")
+    # four values or fewer: every pair; a search whose other keys never repeat gives no block
+    few = paired_effects([r for r in rows if r["values"]["window"] < 3], ["size", "window"])
+    assert [(e["a"], e["b"]) for e in few if e["key"] == "window"] == [(0, 1), (0, 2), (1, 2)]
+    searched = [{"values": {"lr": lr, "epochs": e}, "member_index": 0, "status": "done", "gap": 0.1}
+                for lr, e in ((1e-3, 2), (2e-3, 3), (3e-3, 4))]
+    assert paired_effects(searched, ["lr", "epochs"]) == []
+    assert paired_lines([]) == []
+
+
+def test_a_sweep_saved_before_a_key_existed_resumes_and_a_changed_key_is_still_refused(tmp_path):
+    """A sweep's config.yaml lists every key of the version that wrote it: a key added since (with its default)
+    is no change, as for `committee run --resume`; a changed value still is."""
+    from orchestrator.config_sweep import sweep_to_yaml
+    from orchestrator.sweep import STATE_FILE, check_sweep_resume
+
+    cfg = load_sweep_config(SMOKE)
+    text = sweep_to_yaml(cfg)
+    assert "  compile: false\n" in text
+    (tmp_path / "config.yaml").write_text(text.replace("  compile: false\n", ""))  # as an older version wrote it
+    (tmp_path / STATE_FILE).write_text("{}\n")
+    check_sweep_resume(cfg, tmp_path)
+    with pytest.raises(CommitteeError, match=r"cannot change finetune.epochs \(sweep: 4, now: 5\)"):
+        check_sweep_resume(load_sweep_config(SMOKE, ["finetune.epochs=5"]), tmp_path)
+
+
 def test_a_trial_that_ended_counts_as_ended_without_tunes_done_flag():
     """A trial whose function returned just before Ctrl-C can come back from Tune's saved state TERMINATED but
     without `done` on its last result (Tune sets it in place after saving): its `final` report says it ended.
@@ -344,7 +384,7 @@ def smoke_sweep(tmp_path_factory):
     stopped = {"returncode": proc.returncode, "output": stopped_output,
                "finished": {e["trial_id"] for e in events(run_dir, "trial_end")},
                "starts": len(events(run_dir, "trial_start"))}
-    resumed = committee("sweep", *args, "--resume")
+    resumed = committee("sweep", "--resume", run_dir)  # the form run and distill take: the sweep's directory
     assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-4000:]
     return run_dir, stopped, resumed
 
@@ -423,7 +463,14 @@ def test_points_that_differ_only_in_their_corpus_share_scratch_twins(smoke_sweep
         mlm = scratch_dir.parent / scratch_dir.name.replace("scratch", "member") / "mlm"
         assert max(f.stat().st_mtime for f in mlm.iterdir()) <= (scratch_dir / "result.npz").stat().st_mtime
     assert sorted(r["scratch_reused"] for r in rows_of(run_dir)) == ["False", "False", "True", "True"]
-    assert "Scratch twins: 2 trained for 4 trial(s); 2 trial(s) reused" in (run_dir / "sweep.md").read_text()
+    md = (run_dir / "sweep.md").read_text()
+    assert "Scratch twins: 2 trained for 4 trial(s); 2 trial(s) reused" in md
+    # paired within seed: the shared twin cancels, so a block's difference of gaps is that of pre-trained accuracies
+    (paired,) = report["paired"]
+    assert (paired["key"], paired["a"], paired["b"], paired["blocks"]) == ("pretrain.articles", 20, 60, 2)
+    accuracy = {(r["member_index"], r["values"]["pretrain.articles"]): r["test_accuracy"] for r in report["rows"]}
+    assert sorted(paired["diffs"]) == pytest.approx(sorted(accuracy[(i, 60)] - accuracy[(i, 20)] for i in (0, 1)))
+    assert "## Paired comparisons (within seed)" in md and "| `pretrain.articles` | 20 → 60 | 2 |" in md
 
 
 def test_an_existing_sweep_directory_is_refused(smoke_sweep):
