@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from orchestrator import rundir
 from workers.member import Role
 from workers.voting import RULES
 
@@ -189,7 +190,6 @@ def markdown(r: dict, run_dir: Path, command: str) -> str:
         source = r["pretrained_from"]
         lines.append(f"- pre-training of {', '.join(source['members'])} taken from {source['run']} (`--pretrained-from`; "
                      f"their pre-training figures are that run's)")
-    lines += ["", "## Reproduce", "", "```", command or f"committee run {run_dir}/config.yaml", 
-              f"committee run {run_dir}/config.yaml --run-dir {run_dir}-again   # the resolved config of this run", "```",
+    lines += ["", "## Reproduce", "", "```", *rundir.reproduce_lines("run", run_dir, command), "```",
               "", "Same config and seed on CPU give the same numbers (everything but the timing).", ""]
     return "\n".join(lines)

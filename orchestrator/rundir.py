@@ -174,6 +174,18 @@ def continue_command(run_dir: Path, kind: str) -> str:
     return f"committee {kind} --resume {shlex.quote(str(run_dir))}"
 
 
+def reproduce_lines(kind: str, run_dir: Path, command: str) -> list[str]:
+    """A report's "Reproduce" block: the command that made the report (a resume only continues the directory, so
+    it is shown as a comment), and the directory's resolved config run into a new directory, which reruns it."""
+    lines = []
+    if command:
+        lines.append(f"# continued with: {command}" if "--resume" in shlex.split(command) else command)
+    again = shlex.quote(f"{run_dir}-again")
+    lines.append(f"committee {kind} {shlex.quote(str(Path(run_dir) / 'config.yaml'))} --run-dir {again}   "
+                 f"# the resolved config of this {NOUNS[kind]}")
+    return lines
+
+
 def check_kind(run_dir: Path, kind: str) -> None:
     """Refuse to resume `run_dir` as a `kind` when another command made it, naming the command that continues
     it (nothing is read beyond its config.yaml; a directory without one is left to the caller's checks)."""

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from orchestrator import rundir
+
 # two-sided 95% critical values of Student's t for 1..30 degrees of freedom (beyond: the normal 1.96)
 T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
          2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
@@ -184,7 +186,7 @@ def write(run_dir: Path, report: dict, command: str) -> list[Path]:
     plot_gap(report["points"], report["rows"], "corpus_tokens", "pre-training corpus (tokens)", paths[2], log_x=True)
     plot_gap(report["points"], report["rows"], "occurrence_overlap",
              "occurrence overlap with the task's training words (measured)", paths[3])
-    paths[4].write_text(markdown(report, command))
+    paths[4].write_text(markdown(report, command, run_dir))
     return paths
 
 
@@ -295,7 +297,7 @@ def chance_line(r: dict) -> str:
     return f"{head}: " + "; ".join(f"{point_id} ({bar(levels[point_id])})" for point_id in left_out) + "."
 
 
-def markdown(r: dict, command: str) -> str:
+def markdown(r: dict, command: str, run_dir: Path) -> str:
     lines = [f"# Sweep report: {r['name']}", "",
              f"Task **{r['task']}**; search **{r['search']}** over {', '.join(f'`{k}`' for k in r['space_keys'])}, "
              f"{r['seeds']} seed(s) per point (member i and its scratch twin share seed {r['base_seed']} + i); "
@@ -337,5 +339,5 @@ def markdown(r: dict, command: str) -> str:
         if r.get("best_at_chance"):
             lines += ["", chance_line(r)]
         lines += [""]
-    lines += ["## Reproduce", "", "```", command, "```", ""]
+    lines += ["## Reproduce", "", "```", *rundir.reproduce_lines("sweep", run_dir, command), "```", ""]
     return "\n".join(lines)

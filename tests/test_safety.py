@@ -208,6 +208,21 @@ def test_resume_of_another_commands_directory_names_the_command_that_continues_i
     check_sweep_resume(load_sweep_config(dirs["sweep"] / "config.yaml"), dirs["sweep"])  # and the sweep's
 
 
+def test_a_report_reproduces_its_run_from_the_starting_command_or_the_resolved_config(tmp_path):
+    """A resumed directory's command only continues it: the report shows it as a comment, and every report gives
+    the resolved config run into a new directory (the config reproduces the run; `committee validate` takes it)."""
+    from orchestrator.rundir import reproduce_lines
+
+    run_dir = tmp_path / "my run"
+    assert reproduce_lines("run", run_dir, "committee run configs/smoke.yaml --overwrite") == [
+        "committee run configs/smoke.yaml --overwrite",
+        f"committee run '{run_dir}/config.yaml' --run-dir '{run_dir}-again'   # the resolved config of this run"]
+    resumed = reproduce_lines("sweep", run_dir, f"committee sweep --resume '{run_dir}'")
+    assert resumed[0] == f"# continued with: committee sweep --resume '{run_dir}'"
+    assert resumed[1].startswith(f"committee sweep '{run_dir}/config.yaml' --run-dir '{run_dir}-again'")
+    assert reproduce_lines("run", run_dir, "")[0].startswith("committee run ")
+
+
 # ----------------------------------------------------------------------------------------------
 # 5 and 6. one driver per run directory; SIGTERM stops the members and says how to resume
 

@@ -427,6 +427,13 @@ def test_smoke_sweep_writes_rows_points_committees_and_plots(smoke_sweep):
     assert set(report["correlations"]) == {"corpus_tokens", "pretrain_tokens", "type_overlap", "occurrence_overlap"}
     md = (run_dir / "sweep.md").read_text()
     assert "gap [95% CI]" in md and "Spearman" in md and "pretrain.articles=60" in md
+    # the resumed sweep's command only continues it; the report also gives the resolved config, which reruns it
+    assert f"# continued with: committee sweep --resume {run_dir}\n" in md
+    assert f"committee sweep {run_dir / 'config.yaml'} --run-dir {run_dir}-again" in md
+    from orchestrator.config_sweep import sweep_to_yaml
+
+    assert sweep_to_yaml(load_sweep_config(run_dir / "config.yaml")) == \
+        sweep_to_yaml(load_sweep_config(SMOKE, ["sweep.max_concurrent_trials=1"]))
 
 
 def test_trials_report_every_epoch_and_keep_their_members(smoke_sweep):
