@@ -433,7 +433,7 @@ def test_smoke_sweep_writes_rows_points_committees_and_plots(smoke_sweep):
     from orchestrator.config_sweep import sweep_to_yaml
 
     assert sweep_to_yaml(load_sweep_config(run_dir / "config.yaml")) == \
-        sweep_to_yaml(load_sweep_config(SMOKE, ["sweep.max_concurrent_trials=1"]))
+        sweep_to_yaml(with_reference_tokenizer(load_sweep_config(SMOKE, ["sweep.max_concurrent_trials=1"])))
 
 
 def test_trials_report_every_epoch_and_keep_their_members(smoke_sweep):
