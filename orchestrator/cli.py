@@ -228,20 +228,13 @@ def sweep(
 
     if resume and overwrite:
         raise CommitteeError("--resume keeps the sweep directory; it cannot be combined with --overwrite")
-    if resume and not config.exists():
-        raise CommitteeError(f"{config} does not exist: --resume takes the directory of an interrupted "
-                             "`committee sweep` (or its config file with --run-dir)")
-    if config.is_dir():  # `committee sweep --resume DIR`, the form run and distill take
-        if not resume:
-            raise CommitteeError(f"{config} is a directory: give a sweep YAML (committee sweep CONFIG), or continue "
-                                 f"the sweep in it with: {rundir.continue_command(config, 'sweep')}")
-        if run_dir is not None and run_dir != config:
-            raise CommitteeError("--resume DIR continues that sweep directory; leave out --run-dir")
-        rundir.check_kind(config, "sweep")
-        if not (config / "config.yaml").is_file():
-            raise CommitteeError(f"{config} holds no config.yaml: --resume takes the directory of an interrupted "
-                                 "`committee sweep`")
-        run_dir, config = config, config / "config.yaml"
+    if resume and (config.is_dir() or not config.exists()):  # `--resume DIR`, the form run and distill take
+        saved, overrides = _config_and_overrides("sweep", None, overrides, run_dir, overwrite, config,
+                                                 check=lambda d: rundir.check_kind(d, "sweep"))
+        run_dir, config = config, Path(saved)
+    elif config.is_dir():
+        raise CommitteeError(f"{config} is a directory: give a sweep YAML (committee sweep CONFIG), or continue "
+                             f"the sweep in it with: {rundir.continue_command(config, 'sweep')}")
     cfg = load_sweep_config(config, list(overrides or []))
     target = run_dir if run_dir is not None else Path("runs") / cfg.experiment.name
     command = "committee sweep " + " ".join(shlex.quote(a) for a in sys.argv[2:])

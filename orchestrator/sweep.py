@@ -354,9 +354,8 @@ def run_sweep(cfg: SweepConfig, run_dir: str | Path, address: str | None = None,
         grid = tuner.fit()
         unfinished = unfinished_trials(grid)
         if unfinished:
-            again = command if "--resume" in command.split() else f"{command} --resume"
             echo(f"the sweep stopped before all its trials finished; continue it with: "
-                 f"{again if command else rundir.continue_command(layout.run_dir, 'sweep')}")
+                 f"{rundir.continue_command(layout.run_dir, 'sweep')}")
             raise KeyboardInterrupt
         out = finish(ray, cfg, layout, grid, data, command, echo)
     finally:
