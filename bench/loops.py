@@ -1,9 +1,12 @@
 """The contenders: the authors' loops and the project's, plain torch, no Ray.
 
 The project's side always calls the loops that training commands use (`workers.pretrain.train_step`,
-`workers.finetune.finetune_step` / `predict_logits`). The reference side is the authors' way:
-Hugging Face models called with `labels=`, fp32, every sequence padded to 128, torch's AdamW with its
-defaults. Both sides draw from the project's named random streams (`workers.seeds`): masks from
+`workers.finetune.finetune_step` / `predict_logits`). The reference side is the authors' way
+(Rg32601/Tiny-Language-Models, nlp_bert_conv/train.py: `mlm_train`, `cls_train`): Hugging Face models
+called with `labels=`, every sequence padded to 128, torch's AdamW with its defaults, no gradient clipping,
+and their mixed precision (`AuthorsAmp`): `torch.cuda.amp.autocast()` with a `GradScaler`, which is fp16
+with loss scaling on CUDA and does nothing on a CPU (fp32 there). Their pre-training step reads the loss
+back every step (`loss.item()` for the progress bar); their fine-tuning step does not. Both sides draw from the project's named random streams (`workers.seeds`): masks from
 `pretrain/mask` (per step), dropout from `pretrain/dropout` / `finetune/dropout` (per step), the
 order of examples from `finetune/order` (per epoch; pre-training batches come from
 `workers.pretrain.batch_at`), so the two sides see the same masks and the same data.
@@ -11,6 +14,7 @@ order of examples from `finetune/order` (per epoch; pre-training batches come fr
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,14 +51,44 @@ def mask_generator(seed: int, step: int) -> torch.Generator:
     return torch_generator(seed, "pretrain/mask", step)
 
 
+class AuthorsAmp:
+    """The authors' mixed precision on `device`: `torch.cuda.amp.autocast()` (fp16) and a `GradScaler` on CUDA;
+    on a CPU their autocast and scaler are no-ops, so the step runs in fp32 there."""
+
+    def __init__(self, device):
+        self.cuda = torch.device(device).type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda)
+
+    @property
+    def precision(self) -> str:
+        return "fp16 autocast + GradScaler" if self.cuda else "fp32"
+
+    def autocast(self):
+        return torch.autocast("cuda", dtype=torch.float16) if self.cuda else nullcontext()
+
+    def step(self, loss: torch.Tensor, optimizer, clip: float | None = None) -> None:
+        """backward, optimizer step and scale update, as theirs: `scaler.scale(loss).backward()`,
+        `scaler.step(optimizer)`, `scaler.update()` (plain backward and step where the scaler is off).
+        `clip`: a gradient-norm clip before the step, which theirs does not have (tests compare the member
+        loop, which clips, with this step on the member loop's recipe)."""
+        self.scaler.scale(loss).backward()
+        if clip is not None:
+            self.scaler.unscale_(optimizer)
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+
 # ----------------------------------------------------------------------------------------------
 # Pre-training
 
 
-def reference_pretrain_step(model, optimizer, batch: torch.Tensor, special: SpecialIds, mask_prob: float,
-                            seed: int, step: int) -> tuple[float, int]:
-    """The authors' step: `BertForMaskedLM(input_ids, attention_mask, labels=)` on articles padded to
-    128 (vocabulary logits at every position), fp32; returns (loss, real tokens).
+def reference_pretrain_step(model, optimizer, amp: AuthorsAmp, batch: torch.Tensor, special: SpecialIds,
+                            mask_prob: float, seed: int, step: int, clip: float | None = None) -> tuple[float, int]:
+    """The authors' step (`mlm_train`): `BertForMaskedLM(input_ids, attention_mask, labels=)` on articles padded
+    to 128 (vocabulary logits at every position) under their autocast, loss scaled, no clipping, the loss read
+    back every step; returns (loss, real tokens).
 
     Masks and dropout come from the member loop's streams, so both loops see the same draws.
     """
@@ -63,11 +97,10 @@ def reference_pretrain_step(model, optimizer, batch: torch.Tensor, special: Spec
     inputs, labels = mask_tokens(batch, special.never_masked(), special.mask, special.vocab_size, mask_prob,
                                  mask_generator(seed, step))
     attention_mask = (batch != special.pad).long()
-    out = model(input_ids=inputs.to(device), attention_mask=attention_mask.to(device), labels=labels.to(device))
     optimizer.zero_grad(set_to_none=True)
-    out.loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optimizer.step()
+    with amp.autocast():
+        out = model(input_ids=inputs.to(device), attention_mask=attention_mask.to(device), labels=labels.to(device))
+    amp.step(out.loss, optimizer, clip)
     return out.loss.item(), int(attention_mask.sum())
 
 
@@ -105,6 +138,7 @@ class PretrainLoop:
         self.step_index = 0
         self.losses: list[float] = []
         self.masks = MaskCounts()
+        self.amp = AuthorsAmp(device) if reference else None
         if reference:
             self.optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
             self.scheduler = None
@@ -117,8 +151,8 @@ class PretrainLoop:
         s = self.settings
         batch = torch.from_numpy(batch_at(self.blocks, self.step_index, s.batch_size, s.seed)).long()  # [b, seq]
         if self.reference:
-            loss, real = reference_pretrain_step(self.model, self.optimizer, batch, self.special, s.mask_prob,
-                                                 s.seed, self.step_index)
+            loss, real = reference_pretrain_step(self.model, self.optimizer, self.amp, batch, self.special,
+                                                 s.mask_prob, s.seed, self.step_index)
         else:
             loss, real = train_step(self.model, self.optimizer, self.scheduler, batch, self.special, s, self.step_index)
         sync(self.device)
@@ -162,16 +196,16 @@ def pad_to(examples: Ragged, rows: np.ndarray, pad_id: int, length: int, device)
     return input_ids, (input_ids != pad_id).long()
 
 
-def reference_finetune_step(model, optimizer, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                            labels: torch.Tensor, seed: int, step: int) -> float:
-    """The authors' step: `BertForSequenceClassification(..., labels=)` in fp32; dropout from the project's stream."""
+def reference_finetune_step(model, optimizer, amp: AuthorsAmp, input_ids: torch.Tensor,
+                            attention_mask: torch.Tensor, labels: torch.Tensor, seed: int, step: int) -> torch.Tensor:
+    """The authors' step (`cls_train`): `BertForSequenceClassification(..., labels=)` under their autocast, loss
+    scaled, no clipping, the loss not read back; dropout from the project's stream. Returns the loss (on the device)."""
     seed_global_torch(seed, "finetune/dropout", step)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
     optimizer.zero_grad(set_to_none=True)
-    out.loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optimizer.step()
-    return out.loss.item()
+    with amp.autocast():
+        out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+    amp.step(out.loss, optimizer)
+    return out.loss.detach()
 
 
 class FinetuneEpoch:
@@ -181,6 +215,7 @@ class FinetuneEpoch:
                  reference: bool, seq_len: int, device: str):
         self.model, self.examples, self.labels, self.pad_id = model, examples, labels, pad_id
         self.settings, self.reference, self.seq_len, self.device = settings, reference, seq_len, device
+        self.amp = AuthorsAmp(device) if reference else None
         if reference:
             self.optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
         else:
@@ -206,7 +241,7 @@ class FinetuneEpoch:
         for rows, (ids, mask) in batches:
             labels = torch.from_numpy(self.labels[rows]).to(self.device)
             if self.reference:
-                reference_finetune_step(self.model, self.optimizer, ids, mask, labels, s.seed, self.step_index)
+                reference_finetune_step(self.model, self.optimizer, self.amp, ids, mask, labels, s.seed, self.step_index)
             else:
                 finetune_step(self.model, self.optimizer, self.scheduler, ids, mask, labels, s, self.step_index)
             self.step_index += 1
@@ -217,7 +252,8 @@ class FinetuneEpoch:
 
 @torch.no_grad()
 def reference_predict(model, examples: Ragged, pad_id: int, seq_len: int, batch_size: int, device) -> np.ndarray:
-    """The authors' prediction: batches in the given order, each example padded to `seq_len`, fp32."""
+    """The authors' prediction (`cls_test`): batches in the given order, each example padded to `seq_len`, in
+    fp32 (their test loop has no autocast)."""
     model.eval()
     out = []
     for start in range(0, len(examples), batch_size):

@@ -64,7 +64,7 @@ def _header(r: dict) -> list[str]:
 
 def _pretrain(pt: dict) -> list[str]:
     lines = ["1. pre-training, real tokens/s (median of rounds)",
-             _row(f"HF labels= fp32 pad-128 | member loop packed {pt['member']['precision']}",
+             _row(f"HF labels= {pt['reference']['precision']} pad-128 | member loop packed {pt['member']['precision']}",
                   _n(pt["reference"]["tokens_per_s"]), _n(pt["member"]["tokens_per_s"])) + _ratio(pt["ratio"])]
     if "member_fp32" in pt:
         lines.append(_row("... member loop in fp32", "", _n(pt["member_fp32"]["tokens_per_s"])) + _ratio(pt["ratio_fp32"]))
@@ -75,7 +75,7 @@ def _pretrain(pt: dict) -> list[str]:
 
 
 def _finetune(ft: dict) -> list[str]:
-    return [f"2. AG News, examples/s (pad-128 fp32 | length buckets {ft['precision']})",
+    return [f"2. AG News, examples/s (pad-128 {ft.get('reference_precision', 'fp32')} | length buckets {ft['precision']})",
             _row("fine-tuning", _n(ft["reference_examples_per_s"]), _n(ft["project_examples_per_s"])) + _ratio(ft["ratio"]),
             _row("prediction", _n(ft["predict"]["reference_examples_per_s"]),
                  _n(ft["predict"]["project_examples_per_s"])) + _ratio(ft["predict"]["ratio"])]

@@ -13,6 +13,7 @@ Commands with a section of their own: `orchestrator.config_distill` (`distill:`)
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -221,6 +222,21 @@ class ResourcesConfig(_Strict):
         None, ge=1, description="members running at once (bundles of the placement group); null = as many as "
         "the cluster's alive nodes hold when the run starts (set it on an autoscaling cluster to grow it)"
     )
+
+    @model_validator(mode="after")
+    def _groups_fit_one_gpu(self) -> "ResourcesConfig":
+        """A member, and a stacked group of members, runs on one device: it can use at most one GPU."""
+        gpus, group = self.gpus_per_member, self.members_per_actor
+        if gpus > 1:
+            raise ValueError(f"resources.gpus_per_member={gpus:g}: a member runs on one GPU, so it would reserve "
+                             f"GPUs it never uses; give at most 1 (fractions let members share a GPU)")
+        if group != "auto" and gpus > 0 and group * gpus > 1 + 1e-9:
+            largest = math.floor(1 / gpus + 1e-9)
+            raise ValueError(f"resources.members_per_actor={group} x resources.gpus_per_member={gpus:g} = "
+                             f"{group * gpus:g} GPUs for one actor, but a group trains as one stacked model on one "
+                             f"GPU; the largest group that fits is members_per_actor={largest} (or set "
+                             f"members_per_actor: auto)")
+        return self
 
 
 class StorageConfig(_Strict):

@@ -14,6 +14,7 @@ on the nodes left (`MemberPlacement.lost`).
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -77,6 +78,7 @@ class MemberRun:
         self.results: dict[str, MemberResult] = {}
         self.pending: dict = {}  # object ref -> (group: the specs one actor runs, actor)
         self.members_per_actor = 1  # resolved in run()
+        self.bundle_members = 1  # members whose resources one bundle holds: the largest group (_place_groups)
         self.gpus_per_member = resources.gpus_per_member  # raised by `auto` where memory is short (run())
         self.placement: cluster.MemberPlacement | None = None
         self.board = None
@@ -85,13 +87,21 @@ class MemberRun:
     def _elapsed(self) -> str:
         return f"[{time.perf_counter() - self.t0:6.0f}s]"
 
+    def _place_groups(self, groups: list[list[MemberSpec]]) -> cluster.MemberPlacement:
+        """Bundles that each hold the resources of the largest group, as many as hold every member once: an
+        actor asks only for its own members' resources, so smaller ones (a last short group, scratch twins,
+        which run alone) share a bundle instead of taking a large one each."""
+        self.bundle_members = max(len(group) for group in groups)
+        self._check_group_fits()
+        return self._place(math.ceil(sum(len(group) for group in groups) / self.bundle_members))
+
     def _place(self, count: int) -> cluster.MemberPlacement:
-        """Bundles for `count` actors, each the resources of `members_per_actor` members together."""
-        res, per_actor = self.res, self.members_per_actor
-        placed = cluster.place_members(count, res.num_cpus_per_member * per_actor, self.gpus_per_member * per_actor,
+        """`count` bundles, each the resources of `bundle_members` members together."""
+        res, per_bundle = self.res, self.bundle_members
+        placed = cluster.place_members(count, res.num_cpus_per_member * per_bundle, self.gpus_per_member * per_bundle,
                                        res.placement, res.placement_timeout_s, res.max_parallel_members,
                                        in_process=self.in_process)
-        unit = "member(s)" if per_actor == 1 else f"actor(s) of up to {per_actor} members"
+        unit = "member(s)" if per_bundle == 1 else f"slot(s) of {per_bundle} members' resources (a stacked group, or members alone sharing it)"
         self.echo(f"placement ({res.placement}): {placed.slots} {unit} at once on "
                   f"{len(set(placed.bundle_nodes()))} node(s)")
         return placed
@@ -142,8 +152,8 @@ class MemberRun:
         return chosen
 
     def _check_group_fits(self) -> None:
-        """In-process, one actor of `members_per_actor` members must fit this machine: fail at once, naming the key."""
-        res, per_actor = self.res, self.members_per_actor
+        """In-process, the largest group's actor must fit this machine: fail at once, naming the key."""
+        res, per_actor = self.res, self.bundle_members
         if per_actor == 1 or not self.in_process:
             return
         bundle = cluster.member_bundle(res.num_cpus_per_member * per_actor, self.gpus_per_member * per_actor)
@@ -165,11 +175,10 @@ class MemberRun:
                 self.on_started()
             return self.results
         self.members_per_actor = self._resolve_members_per_actor(todo)
-        self._check_group_fits()
         groups = group_specs(todo, self.members_per_actor)
         self.board = ProgressBoard.options(**cluster.on_this_node()).remote()
         try:
-            self.placement = self._place(len(groups))
+            self.placement = self._place_groups(groups)
             for group in groups:
                 self._launch(group)
             if self.on_started:
@@ -251,6 +260,6 @@ class MemberRun:
                 todo.append(spec)
         groups = group_specs(todo, self.members_per_actor)
         if groups:
-            self.placement = self._place(len(groups))
+            self.placement = self._place_groups(groups)
         for group in groups:
             self._launch(group)

@@ -78,14 +78,18 @@ GPU_MEMORY_SHARE = 0.8  # of a GPU's memory that `auto` plans to fill (the rest:
 
 
 def group_key(spec: MemberSpec) -> tuple:
-    """Members with equal keys can share a stack: one role kind, one shape, one pre-training setting but the seed."""
-    pretrain = None if spec.pretrain is None else replace(spec.pretrain, seed=0)
-    return spec.role is Role.SCRATCH, spec.model, pretrain
+    """Members with equal keys can share a stack: pre-training members of one shape and one pre-training setting
+    but the seed. A member that does not pre-train has a key of its own: it only fine-tunes, one member at a time
+    in any actor, so in a group it would wait for the others where an actor of its own runs beside them."""
+    if spec.pretrain is None:
+        return ("alone", spec.name)
+    return spec.model, replace(spec.pretrain, seed=0)
 
 
 def group_specs(specs: list[MemberSpec], members_per_actor: int) -> list[list[MemberSpec]]:
     """The specs in groups of at most `members_per_actor` that can share a stack, in launch order (a group
-    goes where its first member would); with 1, one group per member."""
+    goes where its first member would); with 1, one group per member; members that do not pre-train (scratch
+    twins) are groups of one."""
     buckets: dict[tuple, list[MemberSpec]] = {}
     for spec in specs:
         buckets.setdefault(group_key(spec), []).append(spec)

@@ -42,6 +42,14 @@ def _precision_line(summary: dict) -> str:
     return "- precision: " + "; ".join(f"{' and '.join(labels)}: {text}" for text, labels in labels_by_text.items())
 
 
+def device_of(result) -> str:
+    """Where a member ran (fine-tuning, and pre-training when that ran elsewhere), as its stats recorded it."""
+    finetune, pretrain = result.finetune_stats.get("device"), result.pretrain_stats.get("device")
+    if pretrain is None or pretrain == finetune:
+        return finetune or "not recorded"
+    return f"pre-training {pretrain}, fine-tuning {finetune}"
+
+
 def build(cfg, corpus: dict, results: dict, specs, votes: dict, timing: dict, pretrained_from: dict | None = None) -> dict:
     """The report dict. Everything outside `timing` is a pure function of config, seed, data and the hardware
     (with `precision: auto` the hardware decides the precision: `precision` says which and why).
@@ -55,7 +63,7 @@ def build(cfg, corpus: dict, results: dict, specs, votes: dict, timing: dict, pr
         members.append({"name": r.name, "index": r.index, "seed": r.seed, "pretrained": r.pretrained,
                         "layers": r.num_layers, "parameters": r.parameters,
                         "val_accuracy": r.val_accuracy, "test_accuracy": r.test_accuracy,
-                        "pretrain_final_loss": r.pretrain_stats.get("final_loss")})
+                        "pretrain_final_loss": r.pretrain_stats.get("final_loss"), "device": device_of(r)})
     pre, scratch = votes.get("pretrained"), votes.get("scratch")
     k = cfg.committee.members
     curve = [{"size": i + 1, "pretrained_accuracy": pre["curve"][i],
@@ -81,7 +89,8 @@ def build(cfg, corpus: dict, results: dict, specs, votes: dict, timing: dict, pr
         "committee_curve": curve,
         "deep": None if deep is None else {"layers": deep.num_layers, "parameters": deep.parameters,
                                             "val_accuracy": deep.val_accuracy, "test_accuracy": deep.test_accuracy,
-                                            "pretrain_final_loss": deep.pretrain_stats.get("final_loss")},
+                                            "pretrain_final_loss": deep.pretrain_stats.get("final_loss"),
+                                            "device": device_of(deep)},
         "precision": precision_summary(cfg, results),
         "timing": timing,
     }
@@ -166,7 +175,7 @@ def markdown(r: dict, run_dir: Path, command: str) -> str:
     if r["deep"]:
         d = r["deep"]
         lines += ["", f"Deep model ({d['layers']} layers, {d['parameters']:,} parameters, pre-trained on the same corpus): "
-                      f"**{_pct(d['test_accuracy'])}%** test accuracy."]
+                      f"**{_pct(d['test_accuracy'])}%** test accuracy (ran on {d.get('device', 'not recorded')})."]
     lines += ["", "## Committee size (soft vote, members in index order)", "",
               "| size | pre-trained | scratch | gap (points) |", "|---|---|---|---|"]
     for p in r["committee_curve"]:
@@ -174,11 +183,12 @@ def markdown(r: dict, run_dir: Path, command: str) -> str:
         lines.append(f"| {p['size']} | {_pct(p['pretrained_accuracy'])} | {_pct(p['scratch_accuracy'])} | "
                      f"{'–' if gap is None else f'{gap:+.1f}'} |")
     lines += ["", "![committee curve](committee_curve.png)", "", "## Members", "",
-              "| member | seed | layers | parameters | pre-train loss | val acc | test acc |", "|---|---|---|---|---|---|---|"]
+              "| member | seed | layers | parameters | pre-train loss | val acc | test acc | device |",
+              "|---|---|---|---|---|---|---|---|"]
     for m in r["members"]:
         loss = "–" if m["pretrain_final_loss"] is None else f"{m['pretrain_final_loss']:.3f}"
         lines.append(f"| {m['name']} | {m['seed']} | {m['layers']} | {m['parameters']:,} | {loss} | "
-                     f"{_pct(m['val_accuracy'])} | {_pct(m['test_accuracy'])} |")
+                     f"{_pct(m['val_accuracy'])} | {_pct(m['test_accuracy'])} | {m.get('device', 'not recorded')} |")
     lines += ["", "## Timing", "",
               f"- wall time: {t['wall_s']:.1f} s (data and tokenizer {t['prepare_s']:.1f} s)",
               *([_precision_line(r["precision"])] if "precision" in r else []),

@@ -236,9 +236,9 @@ def test_types_are_strict_no_bools_as_numbers_no_floats_as_ints(override, key):
 
 def test_strict_types_still_take_yaml_ints_and_ints_for_floats(tmp_path):
     cfg = load_config(REPO / "configs/smoke.yaml",
-                      ["committee.members=8", "resources.gpus_per_member=2", "pretrain.lr=1e-3", "model.dropout=0"])
+                      ["committee.members=8", "resources.gpus_per_member=1", "pretrain.lr=1e-3", "model.dropout=0"])
     assert cfg.committee.members == 8 and isinstance(cfg.committee.members, int)
-    assert cfg.resources.gpus_per_member == 2.0 and isinstance(cfg.resources.gpus_per_member, float)
+    assert cfg.resources.gpus_per_member == 1.0 and isinstance(cfg.resources.gpus_per_member, float)
     assert cfg.pretrain.lr == pytest.approx(1e-3) and cfg.model.dropout == 0.0
     path = _write(tmp_path, "name: x\ncommittee:\n  members: true\n")
     with pytest.raises(ConfigError, match=r"committee\.members.*got True"):

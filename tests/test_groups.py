@@ -174,10 +174,11 @@ def test_members_are_grouped_by_shape_and_settings(tmp_path):
     specs = member_specs(cfg, RunLayout.of(cfg, tmp_path / "run"))
     names = lambda groups: [[s.name for s in g] for g in groups]  # noqa: E731
     assert names(group_specs(specs, 1)) == [[s.name] for s in specs]
+    scratch_alone = [["scratch-00"], ["scratch-01"], ["scratch-02"], ["scratch-03"]]  # they only fine-tune
     assert names(group_specs(specs, 2)) == [["member-00", "member-01"], ["member-02", "member-03"], ["deep"],
-                                            ["scratch-00", "scratch-01"], ["scratch-02", "scratch-03"]]
+                                            *scratch_alone]
     assert names(group_specs(specs, 3)) == [["member-00", "member-01", "member-02"], ["member-03"], ["deep"],
-                                            ["scratch-00", "scratch-01", "scratch-02"], ["scratch-03"]]
+                                            *scratch_alone]
     slower = [replace(s, pretrain=replace(s.pretrain, lr=s.pretrain.lr / 10)) if s.name == "member-01" else s
               for s in specs[:4]]
     assert names(group_specs(slower, 4)) == [["member-00", "member-02", "member-03"], ["member-01"]]
@@ -234,7 +235,7 @@ def test_a_grouped_smoke_run_reports_the_members_of_the_solo_loop(grouped_run, t
     from workers.member import Role, run_member
 
     run_dir, proc = grouped_run
-    assert "actor(s) of up to 2 members" in proc.stdout
+    assert "slot(s) of 2 members' resources" in proc.stdout
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     grouped = {r["member"] for r in records if r.get("phase") == "pretrain" and r.get("group_size") == 2}
     assert grouped == {"member-00", "member-01"}  # the two members pre-trained as one stack

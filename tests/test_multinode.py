@@ -175,8 +175,8 @@ def test_unplaceable_request_fails_fast_with_both_sides(sim, tmp_path):
     assert "7 x {CPU: 1}" in message and "{CPU: 7}" in message and "total {CPU: 6, GPU: 3" in message
 
     t0 = time.monotonic()
-    with pytest.raises(ResourceError, match="2 GPU"):  # the driver path: 2 GPUs per member, 1 per node
-        cfg = load_config(SMOKE, SMALL + ["resources.gpus_per_member=2", "resources.placement_timeout_s=2"])
+    with pytest.raises(ResourceError, match="3 CPU"):  # the driver path: 3 CPUs per member, 2 per node
+        cfg = load_config(SMOKE, SMALL + ["resources.num_cpus_per_member=3", "resources.placement_timeout_s=2"])
         run_experiment(cfg, tmp_path / "run", address=sim.address, echo=lambda _: None)
     assert time.monotonic() - t0 < 60
 

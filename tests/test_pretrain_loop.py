@@ -8,17 +8,19 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
-from bench.loops import reference_pretrain_step
+from bench.loops import AuthorsAmp, reference_pretrain_step
 from workers.corpus import encode, pack_blocks, truncate_articles
 from workers.masking import mask_tokens
 from workers.models import bert_config, build_mlm
 from workers.pretrain import PretrainSettings, SpecialIds, batch_at, mlm_loss, pretrain, train_step
 from workers.schedule import make_optimizer
-from workers.seeds import torch_generator
+from workers.seeds import seed_global_torch, torch_generator
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +55,8 @@ def test_mlm_loss_equals_reference_loss(corpus):
 
 
 def test_loss_curves_match_on_same_data_and_seed(corpus):
-    """Both loops train on the same padded batches with the same masks, dropout and optimizer."""
+    """Both loops train on the same padded batches with the same masks, dropout and optimizer (the reference
+    step given the member loop's gradient clip, which the authors' loop does not have)."""
     special, blocks = corpus["special"], corpus["padded"]
     curves = {}
     for name in ("member", "reference"):
@@ -66,7 +69,8 @@ def test_loss_curves_match_on_same_data_and_seed(corpus):
             if name == "member":
                 loss, _ = train_step(model, optimizer, scheduler, batch, special, s, step)
             else:
-                loss, _ = reference_pretrain_step(model, optimizer, batch, special, s.mask_prob, s.seed, step)
+                loss, _ = reference_pretrain_step(model, optimizer, AuthorsAmp("cpu"), batch, special, s.mask_prob,
+                                                  s.seed, step, clip=1.0)
                 scheduler.step()
             losses.append(loss)
         curves[name] = np.array(losses)
@@ -124,3 +128,30 @@ def test_fused_optimizer_resume_is_exact(corpus, tmp_path):
     pretrain(resumed, blocks, special, s, checkpoint_dir=tmp_path / "cut")
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+def test_the_reference_takes_the_authors_precision_fp16_with_a_scaler_on_cuda_fp32_on_a_cpu(corpus):
+    """The authors' mlm_train runs under torch.cuda.amp.autocast() with a GradScaler: on CUDA fp16 with loss
+    scaling, on a CPU both are no-ops. On a CPU the reference step is therefore a plain fp32 step: the same
+    weights as backward() and step() by hand."""
+    cpu = AuthorsAmp("cpu")
+    with warnings.catch_warnings():  # no CUDA here: torch warns that it turns the CUDA scaler off
+        warnings.simplefilter("ignore", UserWarning)
+        cuda = AuthorsAmp("cuda")
+    assert (cpu.precision, cpu.scaler.is_enabled()) == ("fp32", False)
+    assert (cuda.precision, cuda.cuda) == ("fp16 autocast + GradScaler", True)
+    special, blocks = corpus["special"], corpus["padded"]
+    s = settings()
+    batch = torch.from_numpy(batch_at(blocks, 0, s.batch_size, s.seed)).long()
+    models = [tiny_mlm(special).train() for _ in range(2)]
+    optimizers = [torch.optim.AdamW(m.parameters(), lr=s.lr, weight_decay=s.weight_decay) for m in models]
+    loss, real = reference_pretrain_step(models[0], optimizers[0], cpu, batch, special, s.mask_prob, s.seed, 0)
+    seed_global_torch(s.seed, "pretrain/dropout", 0)
+    inputs, labels = mask_tokens(batch, special.never_masked(), special.mask, special.vocab_size, s.mask_prob,
+                                 torch_generator(s.seed, "pretrain/mask", 0))
+    by_hand = models[1](input_ids=inputs, attention_mask=(batch != special.pad).long(), labels=labels).loss
+    by_hand.backward()
+    optimizers[1].step()
+    assert loss == pytest.approx(by_hand.item(), rel=1e-6) and real == int((batch != special.pad).sum())
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b)

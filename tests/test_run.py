@@ -45,6 +45,9 @@ def test_smoke_run_writes_a_complete_run_directory(smoke_run):
         [(0, 0, True), (1, 1, True), (0, 0, False), (1, 1, False)]
     for m in members:
         assert 0.0 <= m["val_accuracy"] <= 1.0 and 0.0 <= m["test_accuracy"] <= 1.0
+    # no actor asked for a GPU: every member ran on the CPU, and the report says so
+    assert {m["device"] for m in members} == {report["deep"]["device"]} == {"cpu"}
+    assert "| member-00 | 0 | 1 |" in (run_dir / "report.md").read_text().replace("| cpu |", "| cpu |")
     for key in ("committee", "scratch_committee"):
         assert set(report[key]) == {"soft", "logit", "hard", "weighted"}
         assert all(0.0 <= v["test_accuracy"] <= 1.0 for v in report[key].values())

@@ -158,12 +158,17 @@ class Committee:
             self._packed = PackedCommittee.from_members(self.members)
         return self._packed
 
+    @property
+    def device(self) -> torch.device:
+        """Where the members are (the CPU unless they were moved): batches are built there."""
+        return next(self.members[0].parameters()).device
+
     def _batches(self, examples: Ragged, batch_size: int):
-        """(rows, input_ids, attention_mask) over `examples` in batches of similar length."""
+        """(rows, input_ids, attention_mask) over `examples` in batches of similar length, on the members' device."""
         order = np.argsort(examples.lengths(), kind="stable")
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
-            yield (rows, *pad_batch(examples, rows, self.pad_id))
+            yield (rows, *pad_batch(examples, rows, self.pad_id, self.device))
 
     @torch.no_grad()
     def logits(self, examples, batch_size: int = PREDICT_BATCH) -> np.ndarray:
@@ -173,7 +178,7 @@ class Committee:
         packed = self.packed()
         out = np.zeros((len(self), len(examples), self.members[0].config.num_labels), dtype=np.float32)
         for rows, input_ids, attention_mask in self._batches(examples, batch_size):
-            out[:, rows] = packed(input_ids, attention_mask).numpy()
+            out[:, rows] = packed(input_ids, attention_mask).float().cpu().numpy()
         return out
 
     @torch.no_grad()
@@ -184,10 +189,11 @@ class Committee:
         for rows, input_ids, attention_mask in self._batches(examples, batch_size):
             if self.packs:
                 with _pooled_output(self.packed()) as pooled:
-                    out[:, rows] = pooled(input_ids, attention_mask).numpy()
+                    out[:, rows] = pooled(input_ids, attention_mask).float().cpu().numpy()
             else:
                 for k, member in enumerate(self.members):
-                    out[k, rows] = member.bert(input_ids=input_ids, attention_mask=attention_mask).pooler_output.numpy()
+                    pooled = member.bert(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+                    out[k, rows] = pooled.float().cpu().numpy()
         return out
 
     @torch.no_grad()
@@ -208,8 +214,8 @@ class Committee:
                 sq_sums = batch_sq if sq_sums is None else sq_sums + batch_sq
                 tokens += int(attention_mask.sum())
             mean = sums / tokens
-            means.append(mean.float().numpy())
-            variances.append((sq_sums / tokens - mean.square()).clamp_min(0).float().numpy())
+            means.append(mean.float().cpu().numpy())
+            variances.append((sq_sums / tokens - mean.square()).clamp_min(0).float().cpu().numpy())
         return HiddenStats(mean=np.stack(means), var=np.stack(variances))
 
     def predict(self, texts: list[str], rule: str = "soft") -> "Predictions":
@@ -281,10 +287,11 @@ def _pooled_output(packed: PackedCommittee):
     """`packed` with its classifiers swapped for identities, so its forward returns the pooled [CLS]
     vectors [K, b, hidden] instead of logits; the classifiers are put back on exit."""
     weight, bias = packed.w_cls, packed.b_cls
-    hidden = weight.shape[1]
-    packed.w_cls = torch.nn.Parameter(torch.eye(hidden).expand(packed.members, hidden, hidden).contiguous(),
+    hidden, device, dtype = weight.shape[1], weight.device, weight.dtype
+    eye = torch.eye(hidden, device=device, dtype=dtype)
+    packed.w_cls = torch.nn.Parameter(eye.expand(packed.members, hidden, hidden).contiguous(), requires_grad=False)
+    packed.b_cls = torch.nn.Parameter(torch.zeros(packed.members, 1, hidden, device=device, dtype=dtype),
                                       requires_grad=False)
-    packed.b_cls = torch.nn.Parameter(torch.zeros(packed.members, 1, hidden), requires_grad=False)
     try:
         yield packed
     finally:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from workers.corpus import Ragged
+from workers.devices import to_device
 from workers.finetune import TokenDistributions
 from workers.seeds import numpy_rng
 
@@ -121,9 +122,9 @@ class SoftTokens:
     def batch(self, rows: np.ndarray, pad_id: int, device="cpu") -> tuple[TokenDistributions, torch.Tensor]:
         """(TokenDistributions [b, longest, k], attention_mask [b, longest]) for the examples at `rows`."""
         longest = int(self.example_lengths[rows].max())
-        ids = torch.from_numpy(self.ids[rows, :longest].astype(np.int64)).to(device)
-        probs = torch.from_numpy(np.ascontiguousarray(self.probs[rows, :longest])).to(device)
-        lengths = torch.from_numpy(self.example_lengths[rows]).to(device)
+        ids = to_device(torch.from_numpy(self.ids[rows, :longest].astype(np.int64)), device)
+        probs = to_device(torch.from_numpy(np.ascontiguousarray(self.probs[rows, :longest])), device)
+        lengths = to_device(torch.from_numpy(self.example_lengths[rows]), device)
         mask = (torch.arange(longest, device=device)[None, :] < lengths[:, None]).long()
         return TokenDistributions(ids, probs), mask
 

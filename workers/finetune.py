@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from workers.corpus import Ragged
+from workers.devices import describe, to_device
 from workers.precision import choice_stats, resolve_here
 from workers.pretrain import autocast
 from workers.schedule import make_optimizer
@@ -63,7 +64,7 @@ def pad_batch(examples: Ragged, rows: np.ndarray, pad_id: int,
     ids = np.full((len(rows), int(lengths.max())), pad_id, dtype=np.int64)
     for j, i in enumerate(rows):
         ids[j, :lengths[j]] = examples.row(int(i))
-    input_ids = torch.from_numpy(ids).to(device)
+    input_ids = to_device(torch.from_numpy(ids), device)
     return input_ids, (input_ids != pad_id).long()
 
 
@@ -151,7 +152,7 @@ def finetune(model, examples: Ragged, labels: np.ndarray, pad_id: int, settings:
         for rows in bucketed_batches(lengths, settings.batch_size, rng)[:total - step]:
             input_ids, attention_mask = pad_batch(examples, rows, pad_id, device)
             loss = finetune_step(model, optimizer, scheduler, input_ids, attention_mask,
-                                 torch.from_numpy(labels[rows]).to(device), settings, step)
+                                 to_device(torch.from_numpy(labels[rows]), device), settings, step)
             examples_seen += len(rows)
             step += 1
         # the epoch's last loss; reading it waits for the device, so the epoch's time includes all its steps
@@ -163,7 +164,7 @@ def finetune(model, examples: Ragged, labels: np.ndarray, pad_id: int, settings:
             on_epoch(epoch + 1, model)
             model.train()
     return {"steps": step, "train_s": train_s, "examples_per_s": examples_seen / train_s if train_s else 0.0,
-            "final_loss": loss_value, **choice_stats(choice)}
+            "final_loss": loss_value, "device": describe(device), **choice_stats(choice)}
 
 
 @torch.no_grad()

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from workers import checkpoint
+from workers.devices import describe, to_device
 from workers import pretrain as member_loop
 from workers.masking import mask_tokens
 from workers.precision import choice_stats, resolve_here
@@ -102,8 +103,8 @@ def queue_group_step(model: StackedMLM, optimizer, scheduler, batches: torch.Ten
     key_padding = None if bool(is_real.all()) else is_real
     device = model.device
     if device.type != "cpu":
-        inputs, order, targets, counts = (t.to(device, non_blocking=True) for t in (inputs, order, targets, counts))
-        key_padding = None if key_padding is None else key_padding.to(device)
+        inputs, order, targets, counts = (to_device(t, device) for t in (inputs, order, targets, counts))
+        key_padding = None if key_padding is None else to_device(key_padding, device)
     drop = DropoutStreams([torch_generator(s.seed, "pretrain/dropout", step, device=device) for s in settings])
     with autocast(precision, device):
         if settings[0].compile:
@@ -276,7 +277,7 @@ def pretrain_group(members: list[GroupMember], blocks: np.ndarray, special: Spec
         train_segment(active, stop, blocks, special, choice.precision, device, on_log)
     return [{"steps": max_steps, "tokens": m.tokens, "train_s": m.train_s,
              "tokens_per_s": m.tokens / m.train_s if m.train_s else 0.0, "final_loss": m.loss,
-             "group_size": len(members), **choice_stats(choice)} for m in members]
+             "group_size": len(members), "device": describe(device), **choice_stats(choice)} for m in members]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -287,8 +288,8 @@ def pretrain_members(specs: list, arrays, on_log: Callable[[str, dict], None] | 
     """Pre-train the pre-training members of `specs` (MemberSpecs) as one group and save each member's
     masked LM and stats where `workers.member.run_member` looks for them (members already finished are
     skipped): each then fine-tunes as it would alone."""
-    from workers.member import (finished_pretraining, initial_mlm, member_device, pretrain_checkpoints,
-                                save_pretrained_mlm)
+    from workers.devices import member_device
+    from workers.member import finished_pretraining, initial_mlm, pretrain_checkpoints, save_pretrained_mlm
 
     todo = [s for s in specs if s.pretrains and finished_pretraining(s) is None]
     if not todo:

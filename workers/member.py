@@ -25,6 +25,7 @@ import torch
 
 from workers import checkpoint
 from workers.corpus import Ragged
+from workers.devices import member_device
 from workers.finetune import FinetuneSettings, finetune, predict_logits
 from workers.models import ModelSettings, build_classifier, build_mlm, count_parameters, init_from_streams, transfer_encoder
 from workers.pretrain import PretrainSettings, SpecialIds, pretrain
@@ -99,11 +100,6 @@ class MemberResult:
     @property
     def pretrained(self) -> bool:
         return self.role != Role.SCRATCH.value
-
-
-def member_device() -> torch.device:
-    """CUDA when the actor was given a GPU (Ray sets CUDA_VISIBLE_DEVICES), else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def pretrain_checkpoints(spec: MemberSpec):

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from workers import checkpoint
+from workers.devices import describe, to_device
 from workers.masking import IGNORE_INDEX, mask_tokens
 from workers.precision import choice_stats, resolve_here
 from workers.schedule import make_optimizer
@@ -155,8 +156,8 @@ def queue_step(model, optimizer, scheduler, batch: torch.Tensor, special: Specia
     attention_mask = None if bool(is_real.all()) else is_real.long()
     device = next(model.parameters()).device
     if device.type != "cpu":
-        inputs, positions, targets = (t.to(device, non_blocking=True) for t in (inputs, positions, targets))
-        attention_mask = None if attention_mask is None else attention_mask.to(device)
+        inputs, positions, targets = (to_device(t, device) for t in (inputs, positions, targets))
+        attention_mask = None if attention_mask is None else to_device(attention_mask, device)
     if settings.compile:
         torch._dynamo.mark_dynamic(positions, 0)
         torch._dynamo.mark_dynamic(targets, 0)
@@ -221,4 +222,5 @@ def pretrain(model, blocks: np.ndarray, special: SpecialIds, settings: PretrainS
                 "step": done, "tokens": tokens, "train_s": train_s, "loss": last_loss,
             })
     return {"steps": settings.max_steps, "tokens": tokens, "train_s": train_s,
-            "tokens_per_s": tokens / train_s if train_s else 0.0, "final_loss": last_loss, **choice_stats(choice)}
+            "tokens_per_s": tokens / train_s if train_s else 0.0, "final_loss": last_loss,
+            "device": describe(next(model.parameters()).device), **choice_stats(choice)}

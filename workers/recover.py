@@ -168,8 +168,10 @@ class _RecoverProblem:
                           + torch.linalg.vector_norm(var - self.stats_var[member, layer], dim=1))
         return torch.stack(losses, dim=1) @ self.layer_weights  # [G]
 
-    def loss(self, probs: torch.Tensor) -> tuple[torch.Tensor, int, int]:
-        """Sum over guiding members and groups of weight x (mean CE + r * statistics); (loss, right, pairs)."""
+    def loss(self, probs: torch.Tensor, count_right: bool = False) -> tuple[torch.Tensor, int, int]:
+        """Sum over guiding members and groups of weight x (mean CE + r * statistics); (loss, right, pairs).
+        `right` (guiding pairs that classify their example as its class) is counted only when `count_right`:
+        counting reads the device, and recover needs it at its first iteration alone."""
         total, right, pairs = 0.0, 0, 0
         for part in self.plan:
             rows = part["rows"]
@@ -181,7 +183,8 @@ class _RecoverProblem:
             ce_group = (groups @ ce) / groups.sum(dim=1)  # [G]
             term = ce_group + self.settings.stats_weight * self._stats_loss(part, out.hidden_states, mask)
             total = total + (part["weights"] * term).sum()
-            right += int((out.logits.argmax(dim=1) == self.labels[rows]).sum())
+            if count_right:
+                right += int((out.logits.argmax(dim=1) == self.labels[rows]).sum())
             pairs += len(rows)
         return total, right, pairs
 
@@ -210,28 +213,33 @@ def recover(members: list, stats, val_accuracy: np.ndarray, init: Ragged, labels
     t0 = time.perf_counter()
     problem = _RecoverProblem(members, stats, val_accuracy, init, labels, ipc_index, guides, settings, pad_id)
     dense_steps = settings.iterations - settings.iterations // 2
-    curve, before, phase_seconds = [], math.nan, []
+    losses, before, phase_seconds = [], math.nan, []  # losses: 0-d tensors on the device, read at the end
+    log_every = max(1, settings.iterations // 10)
     for phase_steps in (dense_steps, settings.iterations - dense_steps):
         phase_start = time.perf_counter()
         if phase_steps == 0:
             phase_seconds.append(0.0)
             continue
-        if len(curve) == dense_steps:
+        if len(losses) == dense_steps:
             problem.sparsify()  # the second half optimises the distributions that will be saved
         optimizer = torch.optim.Adam([problem.logits], lr=settings.lr, betas=(0.5, 0.9))
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=phase_steps)
         for _ in range(phase_steps):
-            loss, right, pairs = problem.loss(torch.softmax(problem.logits, dim=1))
-            if not curve:
+            loss, right, pairs = problem.loss(torch.softmax(problem.logits, dim=1), count_right=not losses)
+            if not losses:
                 before = right / pairs
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
-            curve.append(loss.item())
-            if on_log and len(curve) % max(1, settings.iterations // 10) == 0:
-                on_log({"phase": "recover", "step": len(curve), "iterations": settings.iterations, "loss": curve[-1]})
+            losses.append(loss.detach())
+            if on_log and len(losses) % log_every == 0:  # reads the device: only at the logged iterations
+                on_log({"phase": "recover", "step": len(losses), "iterations": settings.iterations,
+                        "loss": losses[-1].item()})
+        if problem.device.type == "cuda":
+            torch.cuda.synchronize(problem.device)  # once per phase: the phase's time includes its queued work
         phase_seconds.append(time.perf_counter() - phase_start)
+    curve = torch.stack(losses).tolist() if losses else []
     tokens = problem.result_tokens(pad_id)
     after = guided_accuracy(members, tokens, labels, ipc_index, guides, pad_id)
     return RecoverResult(tokens, np.asarray(labels, dtype=np.int64), np.asarray(ipc_index, dtype=np.int64),
@@ -243,7 +251,7 @@ def recover_with_members(classifier_dirs, val_accuracy: np.ndarray, stats, init:
                          num_threads: int | None = None) -> RecoverResult:
     """`recover` with the members loaded from their weight directories (what a Ray task is given)."""
     from workers.committee import load_members
-    from workers.member import member_device
+    from workers.devices import member_device
 
     if num_threads:
         torch.set_num_threads(num_threads)

@@ -49,7 +49,7 @@ def build_student(spec: StudentSpec, vocab_size: int, num_classes: int):
 def train_student(spec: StudentSpec, train: DistilledSet, test: Ragged, test_labels: np.ndarray, pad_id: int,
                   vocab_size: int, num_classes: int, num_threads: int | None = None) -> dict:
     """Train one student on `train` for exactly spec.finetune.max_steps steps; test accuracy after the last."""
-    from workers.member import member_device
+    from workers.devices import member_device
 
     if num_threads:
         torch.set_num_threads(num_threads)

@@ -1,9 +1,10 @@
-"""Section 2: fine-tuning and prediction on AG News, pad-to-128 fp32 against length-bucketed batches
-in the member loop's precision."""
+"""Section 2: fine-tuning and prediction on AG News, the authors' pad-to-128 loop in their precision (fp16
+autocast with a GradScaler on CUDA, fp32 on a CPU; their prediction in fp32) against length-bucketed batches in
+the member loop's precision."""
 
 from __future__ import annotations
 
-from bench.loops import FinetuneEpoch, reference_predict, seeded_classifier
+from bench.loops import AuthorsAmp, FinetuneEpoch, reference_predict, seeded_classifier
 from bench.options import NUM_LABELS, SEQ_LEN, BenchOptions, Sizes, finetune_settings
 from bench.prepare import Prepared
 from bench.timing import alternate_rounds, median
@@ -56,4 +57,5 @@ def bench_finetune(p: Prepared, opts: BenchOptions, sizes: Sizes, echo) -> dict:
                     "project_examples_per_s": predict["project"],
                     "ratio": predict["project"] / predict["reference"]},
         "precision": opts.precision,
+        "reference_precision": AuthorsAmp(opts.device).precision,
     }

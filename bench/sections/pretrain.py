@@ -43,9 +43,11 @@ def _loop_figures(lp: PretrainLoop, p: Prepared, rates: list[float], peak: dict)
     real_per_step = float((lp.blocks != p.special.pad).mean()) * positions
     decoded = positions if lp.reference else lp.masks.masked / max(1, lp.step_index)
     flops_per_s = mlm_training_flops(p.train_config, positions, SEQ_LEN, decoded) * tokens_per_s / real_per_step
-    precision = lp.settings.precision
+    precision = lp.amp.precision if lp.reference else lp.settings.precision
+    # fp16 and bf16 share the tensor cores' peak on the GPUs this runs on: the fp16 reference divides by bf16's
+    peak_of = "bf16" if precision.startswith("fp16") else precision
     return {"tokens_per_s": tokens_per_s, "rounds": rates, "precision": precision, "flops_per_s": flops_per_s,
-            "mfu": flops_per_s / peak[precision], "mask": lp.masks.stats(), "losses": lp.losses}
+            "mfu": flops_per_s / peak[peak_of], "mask": lp.masks.stats(), "losses": lp.losses}
 
 
 def bench_pretrain(p: Prepared, opts: BenchOptions, sizes: Sizes, peak_alone: dict, echo) -> dict:
