@@ -11,6 +11,6 @@ real text, in alternating rounds. Sections:
    GPU, fractional-GPU Ray actors against members in one process.
 
 Data and the tokenizer come from the product's prepare stage (`bench.prepare`), the Ray connection
-from `orchestrator.cluster.connect`; `bench.run.run_bench` runs the sections, `bench.report` prints
+from `orchestrator.run.cluster.connect`; `bench.run.run_bench` runs the sections, `bench.report` prints
 and writes them.
 """

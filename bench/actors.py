@@ -1,6 +1,6 @@
 """The Ray actor behind `committee bench`'s scaling and serving figures: one worker process that
 holds committee members (and optionally the deep model), answers inference requests and pre-trains
-with the member loop. Thin: the work is in bench.loops, bench.serving, workers.pretrain and transformers."""
+with the member loop. Thin: the work is in bench.loops, bench.serving, workers.train.pretrain and transformers."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class BenchWorker:
         from transformers import BertConfig
 
         from bench.serving import committee_members
-        from workers.packed import PackedCommittee
+        from workers.model.packed import PackedCommittee
 
         # Each model served through the packed kernels (K = 1): the fastest way found to run one
         # member, and the same one for the deep model, so neither side gets a trick the other lacks.

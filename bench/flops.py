@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 
 from bench.timing import median, sync
-from workers.seeds import torch_generator
+from workers.train.seeds import torch_generator
 
 PEAK_PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 
-from workers.precision import cpu_model, native_bf16, probe, resolve  # what precision: auto uses
+from workers.model.precision import cpu_model, native_bf16, probe, resolve  # what precision: auto uses
 
 def precision_report(device: str, setting: str) -> dict:
     """The precisions the loops run in and why, resolved as a member resolves `precision:`.
 
     `setting` is `--precision` (auto, bf16 or fp32); `auto` takes bf16 where the hardware runs it
-    natively and fp32 elsewhere (`workers.precision`, the probe and rule every member uses).
+    natively and fp32 elsewhere (`workers.model.precision`, the probe and rule every member uses).
     {"setting", "member", "reference", "native_bf16", "bf16_flags" (CPU), "hardware", "why"}.
     """
     capability = probe(device)

@@ -1,15 +1,15 @@
 """The contenders: the authors' loops and the project's, plain torch, no Ray.
 
-The project's side always calls the loops that training commands use (`workers.pretrain.train_step`,
-`workers.finetune.finetune_step` / `predict_logits`). The reference side is the authors' way
+The project's side always calls the loops that training commands use (`workers.train.pretrain.train_step`,
+`workers.train.finetune.finetune_step` / `predict_logits`). The reference side is the authors' way
 (Rg32601/Tiny-Language-Models, nlp_bert_conv/train.py: `mlm_train`, `cls_train`): Hugging Face models
 called with `labels=`, every sequence padded to 128, torch's AdamW with its defaults, no gradient clipping,
 and their mixed precision (`AuthorsAmp`): `torch.cuda.amp.autocast()` with a `GradScaler`, which is fp16
 with loss scaling on CUDA and does nothing on a CPU (fp32 there). Their pre-training step reads the loss
-back every step (`loss.item()` for the progress bar); their fine-tuning step does not. Both sides draw from the project's named random streams (`workers.seeds`): masks from
+back every step (`loss.item()` for the progress bar); their fine-tuning step does not. Both sides draw from the project's named random streams (`workers.train.seeds`): masks from
 `pretrain/mask` (per step), dropout from `pretrain/dropout` / `finetune/dropout` (per step), the
 order of examples from `finetune/order` (per epoch; pre-training batches come from
-`workers.pretrain.batch_at`), so the two sides see the same masks and the same data.
+`workers.train.pretrain.batch_at`), so the two sides see the same masks and the same data.
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ import numpy as np
 import torch
 
 from bench.timing import sync
-from workers.corpus import Ragged
-from workers.finetune import FinetuneSettings, bucketed_batches, finetune_step, pad_batch
-from workers.masking import IGNORE_INDEX, mask_tokens
-from workers.models import build_classifier, build_mlm, init_from_streams
-from workers.pretrain import PretrainSettings, SpecialIds, autocast, batch_at, mlm_loss, train_step
-from workers.schedule import make_optimizer
-from workers.seeds import numpy_rng, seed_global_torch, torch_generator
+from workers.text.corpus import Ragged
+from workers.train.finetune import FinetuneSettings, bucketed_batches, finetune_step, pad_batch
+from workers.text.masking import IGNORE_INDEX, mask_tokens
+from workers.model.bert import build_classifier, build_mlm, init_from_streams
+from workers.train.pretrain import PretrainSettings, SpecialIds, autocast, batch_at, mlm_loss, train_step
+from workers.train.schedule import make_optimizer
+from workers.train.seeds import numpy_rng, seed_global_torch, torch_generator
 
-INIT_STREAM = "init/pretrained"  # a committee member's initial weights, as `workers.member` draws them
+INIT_STREAM = "init/pretrained"  # a committee member's initial weights, as `workers.train.member` draws them
 
 
 def seeded_mlm(config, seed: int, device: str):

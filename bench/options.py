@@ -80,7 +80,7 @@ def sizes_for(opts: BenchOptions) -> Sizes:
 
 def pretrain_settings(opts: BenchOptions, precision: str, seed: int | None = None):
     """The member loop's settings as the benchmark runs it: no warm-up, no checkpoints, no end."""
-    from workers.pretrain import PretrainSettings
+    from workers.train.pretrain import PretrainSettings
 
     return PretrainSettings(seed=opts.seed if seed is None else seed, max_steps=NEVER_ENDS, batch_size=BATCH_SIZE,
                             lr=LR, weight_decay=WEIGHT_DECAY, warmup_steps=0, mask_prob=MASK_PROB,
@@ -88,7 +88,7 @@ def pretrain_settings(opts: BenchOptions, precision: str, seed: int | None = Non
 
 
 def finetune_settings(opts: BenchOptions):
-    from workers.finetune import FinetuneSettings
+    from workers.train.finetune import FinetuneSettings
 
     return FinetuneSettings(seed=opts.seed, epochs=1, batch_size=BATCH_SIZE, lr=LR, weight_decay=WEIGHT_DECAY,
                             warmup_ratio=0.0, precision=opts.precision)

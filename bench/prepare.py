@@ -1,5 +1,5 @@
-"""The benchmark's inputs, from the product's stages: the tokenizer from `orchestrator.prepare`, the
-text from `workers.data`, blocks and padded articles from `workers.corpus`."""
+"""The benchmark's inputs, from the product's stages: the tokenizer from `orchestrator.run.prepare`, the
+text from `workers.data.loading`, blocks and padded articles from `workers.text.corpus`."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from bench.options import DEEP_LAYERS, MODELS, NUM_LABELS, SEQ_LEN, TOKENIZER_ORDER_SEED, BenchOptions, Sizes
-from workers import data as wdata
+from workers.data import loading as wdata
 from workers.errors import DataError
 
 
 @dataclass
 class Prepared:
     tokenizer: object
-    special: object  # workers.pretrain.SpecialIds
+    special: object  # workers.train.pretrain.SpecialIds
     packed: np.ndarray  # [n_blocks, 128] member-loop blocks
     truncated: np.ndarray  # [n_articles, 128] the authors' padded articles
     train: object  # Ragged AG News train examples
@@ -29,8 +29,8 @@ class Prepared:
 
 def bench_tokenizer(opts: BenchOptions, root: Path, echo):
     """--tokenizer when given, else the product's cached WordPiece tokenizer of the model's vocabulary."""
-    from orchestrator.prepare import tokenizer_for
-    from workers.tokenizer import load_tokenizer
+    from orchestrator.run.prepare import tokenizer_for
+    from workers.text.tokenizer import load_tokenizer
 
     if opts.tokenizer:
         try:
@@ -47,7 +47,7 @@ def bench_tokenizer(opts: BenchOptions, root: Path, echo):
 
 def model_configs(opts: BenchOptions, vocab_size: int) -> tuple:
     """(member, trained, deep) BertConfigs of the --model's width: 1 layer, its own depth, DEEP_LAYERS."""
-    from workers.models import bert_config
+    from workers.model.bert import bert_config
 
     shape = MODELS[opts.model]
     vocab = max(shape["vocab"], vocab_size)
@@ -60,8 +60,8 @@ def model_configs(opts: BenchOptions, vocab_size: int) -> tuple:
 
 def prepare(opts: BenchOptions, sizes: Sizes, echo) -> Prepared:
     """Tokenizer, pre-training text (packed and padded), AG News train and test, and the model configs."""
-    from workers.corpus import encode, pack_blocks, truncate_articles
-    from workers.pretrain import SpecialIds
+    from workers.text.corpus import encode, pack_blocks, truncate_articles
+    from workers.train.pretrain import SpecialIds
 
     root = wdata.resolve_data_root(opts.data_root)
     tokenizer = bench_tokenizer(opts, root, echo)

@@ -27,7 +27,7 @@ def ray_session(opts: BenchOptions):
     """
     import ray
 
-    from orchestrator.cluster import connect
+    from orchestrator.run.cluster import connect
 
     started = not ray.is_initialized()
     connect(None, num_cpus=ray_cpus(opts))
@@ -45,7 +45,7 @@ def _threads(opts: BenchOptions) -> int:
 
 def _model_report(opts: BenchOptions, prep: Prepared) -> dict:
     from bench.serving import committee_members
-    from workers.models import count_parameters
+    from workers.model.bert import count_parameters
 
     shape = MODELS[opts.model]
     member = committee_members(prep.member_config, NUM_LABELS, [opts.seed], "cpu")[0]

@@ -10,9 +10,9 @@ import torch
 
 from bench.loops import seeded_classifier
 from bench.timing import sync
-from workers.corpus import Ragged
-from workers.finetune import pad_batch
-from workers.seeds import numpy_rng
+from workers.text.corpus import Ragged
+from workers.train.finetune import pad_batch
+from workers.train.seeds import numpy_rng
 
 
 def latency_requests(examples: Ragged, batch_size: int, count: int, pad_id: int, seed: int,
@@ -32,7 +32,7 @@ def latency_requests(examples: Ragged, batch_size: int, count: int, pad_id: int,
 
 def soft_vote(logits: np.ndarray) -> np.ndarray:
     """The committee's decision for logits [K, b, classes]: argmax of the mean class probabilities."""
-    from workers.voting import aggregate
+    from workers.committee.voting import aggregate
 
     return aggregate(logits, "soft").argmax(axis=-1)
 

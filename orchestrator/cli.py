@@ -57,7 +57,7 @@ _RESUME_KIND: list[str] = []  # which command continues it (default: run)
 
 
 def _resume_hint() -> str:
-    from orchestrator import rundir
+    from orchestrator.run import rundir
 
     run_dir = _RESUMABLE[-1] if _RESUMABLE else None
     if run_dir is None or not (run_dir / "config.yaml").is_file():
@@ -119,9 +119,9 @@ def run(
                                                    "agree on seed, model, tokenizer and pretrain; the task may differ"),
 ):
     """Pre-train the committee, fine-tune every member, vote, and write the report."""
-    from orchestrator import rundir
-    from orchestrator.config import load_config
-    from orchestrator.driver import run_experiment
+    from orchestrator.run import rundir
+    from orchestrator.config.experiment import load_config
+    from orchestrator.run.driver import run_experiment
 
     config, overrides = _config_and_overrides("run", config, overrides, run_dir, overwrite, resume,
                                               check=lambda d: rundir.check_kind(d, "run"))
@@ -154,8 +154,8 @@ def distill(
                                           "the rest runs; only resources.* may be overridden"),
 ):
     """Distil the training set with the committee (CV-DD) and train fresh students on the distilled sets."""
-    from orchestrator.config_distill import load_distill_config
-    from orchestrator.distill import check_resumable, distill_experiment
+    from orchestrator.config.distill import load_distill_config
+    from orchestrator.distill.driver import check_resumable, distill_experiment
 
     config, overrides = _config_and_overrides("distill", config, overrides, run_dir, overwrite, resume,
                                               check=check_resumable)
@@ -172,17 +172,17 @@ def distill(
 @user_errors
 def validate(config: Path = typer.Argument(..., help="experiment YAML"), overrides: Optional[List[str]] = OVERRIDES):
     """Check a config (keys, types, ranges) and its data (a sweep file: every point; a distill file: its request)."""
-    from orchestrator.config_yaml import command_of, load_raw
+    from orchestrator.config.loader import command_of, load_raw
 
     section = command_of(load_raw(config))
     if section == "sweep":
         return _validate_sweep(config, overrides or [])
-    from orchestrator.config import load_config
-    from orchestrator.config_distill import load_distill_config
-    from orchestrator.prepare import check_data
+    from orchestrator.config.experiment import load_config
+    from orchestrator.config.distill import load_distill_config
+    from orchestrator.run.prepare import check_data
 
     if section == "distill":
-        from orchestrator.distill import check_request
+        from orchestrator.distill.driver import check_request
 
         cfg = load_distill_config(config, overrides or [])
         check_request(cfg)
@@ -194,9 +194,9 @@ def validate(config: Path = typer.Argument(..., help="experiment YAML"), overrid
 
 
 def _validate_sweep(config: Path, overrides: list[str]) -> None:
-    from orchestrator.config_sweep import load_sweep_config
-    from orchestrator.sweep import check_sweep
-    from orchestrator.sweep_space import with_reference_tokenizer
+    from orchestrator.config.sweep import load_sweep_config
+    from orchestrator.sweep.driver import check_sweep
+    from orchestrator.sweep.space import with_reference_tokenizer
 
     cfg = with_reference_tokenizer(load_sweep_config(config, overrides))
     data_points = check_sweep(cfg)
@@ -222,9 +222,9 @@ def sweep(
 ):
     """Sweep config points on Ray Tune: each trial pre-trains one member and fine-tunes it beside its scratch
     twin; per point: mean gap with a 95% interval over seeds, the committees' vote, overlap and size."""
-    from orchestrator import rundir
-    from orchestrator.config_sweep import load_sweep_config
-    from orchestrator.sweep import run_sweep
+    from orchestrator.run import rundir
+    from orchestrator.config.sweep import load_sweep_config
+    from orchestrator.sweep.driver import run_sweep
 
     if resume and overwrite:
         raise CommitteeError("--resume keeps the sweep directory; it cannot be combined with --overwrite")
@@ -254,13 +254,13 @@ def predict(
     soft-label vector and member agreement; with labels in INPUT, the committee's accuracy too."""
     import json
 
-    from workers.predict_inputs import label_ids_for, predict_inputs
-    from workers.voting import RULES
+    from workers.data.predict_inputs import label_ids_for, predict_inputs
+    from workers.committee.voting import RULES
 
     if rule not in RULES:
         raise CommitteeError(f"--rule {rule!r} is not a voting rule; choose from {', '.join(RULES)}")
     if not (run_dir / "report.json").is_file():
-        from orchestrator import rundir
+        from orchestrator.run import rundir
 
         if not run_dir.exists():
             what = "does not exist"
@@ -271,7 +271,7 @@ def predict(
         raise CommitteeError(f"{run_dir} {what}; give the directory of a `committee run` that finished, e.g. "
                              f"runs/<name>")
     texts, raw_labels = predict_inputs(input_path, committee_task(run_dir))  # checked before loading weights
-    from workers.committee import Committee
+    from workers.committee.committee import Committee
 
     committee = Committee.from_run(run_dir)
     predictions = committee.predict(texts, rule=rule)
@@ -290,8 +290,8 @@ def predict(
 
 def committee_task(run_dir: Path):
     """The task section of a run's config.yaml (what a predict INPUT is read as)."""
-    from orchestrator.config import validate_dict
-    from orchestrator.config_yaml import load_raw
+    from orchestrator.config.experiment import validate_dict
+    from orchestrator.config.loader import load_raw
 
     raw = load_raw(run_dir / "config.yaml")
     raw.pop("distill", None)
@@ -302,7 +302,7 @@ def committee_task(run_dir: Path):
 @user_errors
 def show_config(config: Path = typer.Argument(..., help="experiment YAML"), overrides: Optional[List[str]] = OVERRIDES):
     """Print the resolved config (defaults filled in, overrides applied)."""
-    from orchestrator.config import load_config, to_yaml
+    from orchestrator.config.experiment import load_config, to_yaml
 
     typer.echo(to_yaml(load_config(config, overrides or [])), nl=False)
 

@@ -1,7 +1,7 @@
 """`committee data pull`: the data-root layout from the Hugging Face hub, for online users.
 
 Writes the same files as ../shared/data (parquet in the hub's schemas, FewRel's original JSON), so the
-loaders in workers.data read either. This needs internet and cannot run on an offline machine.
+loaders in workers.data.loading read either. This needs internet and cannot run on an offline machine.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The quickstart's members at a larger pre-training budget, on a GPU machine without Ray.
 
 One process per member index runs the pre-trained member and its scratch twin through the same code a
-`committee run` actor runs (workers.member.run_member); `vote` then scores both committees with
-workers.voting. scripts/gpu_budget.sh starts four of them side by side on one GPU.
+`committee run` actor runs (workers.train.member.run_member); `vote` then scores both committees with
+workers.committee.voting. scripts/gpu_budget.sh starts four of them side by side on one GPU.
 
 python scripts/gpu_budget.py INDEX OUT KEY=VALUE...  -> OUT/member-INDEX.log, OUT/results/<name>/result.npz
 python scripts/gpu_budget.py vote OUT KEY=VALUE...   -> OUT/summary.json (members, rules, curve), printed
@@ -20,13 +20,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from orchestrator.config import load_config  # noqa: E402
-from orchestrator.plan import member_specs  # noqa: E402
-from orchestrator.prepare import check_data, prepare  # noqa: E402
-from orchestrator.rundir import RunLayout  # noqa: E402
-from workers import voting  # noqa: E402
-from workers.data import load_task  # noqa: E402
-from workers.member import Role, load_result, run_member, save_result  # noqa: E402
+from orchestrator.config.experiment import load_config  # noqa: E402
+from orchestrator.run.plan import member_specs  # noqa: E402
+from orchestrator.run.prepare import check_data, prepare  # noqa: E402
+from orchestrator.run.rundir import RunLayout  # noqa: E402
+from workers.committee import voting  # noqa: E402
+from workers.data.loading import load_task  # noqa: E402
+from workers.train.member import Role, load_result, run_member, save_result  # noqa: E402
 
 
 def run_index(cfg, index: int, out: Path) -> None:

@@ -28,10 +28,10 @@ SEEDS = (3, 4, 5)
 
 def blocks_and_special(tokenizer_dir: str):
     """64-token blocks of the first 60 articles of the seeded order, with the given tokenizer."""
-    from workers.corpus import encode, pack_blocks
-    from workers.data import pretraining_articles, resolve_data_root
-    from workers.pretrain import SpecialIds
-    from workers.tokenizer import load_tokenizer
+    from workers.text.corpus import encode, pack_blocks
+    from workers.data.loading import pretraining_articles, resolve_data_root
+    from workers.train.pretrain import SpecialIds
+    from workers.text.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(tokenizer_dir)
     special = SpecialIds.of(tokenizer)
@@ -40,7 +40,7 @@ def blocks_and_special(tokenizer_dir: str):
 
 
 def member(special, seed: int):
-    from workers.models import bert_config, build_mlm, init_from_streams
+    from workers.model.bert import bert_config, build_mlm, init_from_streams
 
     model = build_mlm(bert_config(special.vocab_size, 64, 2, 1, max_position=64))
     init_from_streams(model, seed, "init/pretrained")
@@ -48,15 +48,15 @@ def member(special, seed: int):
 
 
 def settings(seed: int, compiled: bool):
-    from workers.pretrain import PretrainSettings
+    from workers.train.pretrain import PretrainSettings
 
     return PretrainSettings(seed=seed, max_steps=STEPS, batch_size=16, lr=5e-3, weight_decay=0.01, warmup_steps=0,
                             mask_prob=0.15, precision="fp32", checkpoint_every=1000, log_every=1000, compile=compiled)
 
 
 def solo_curve(blocks, special, device: str, compiled: bool) -> list[float]:
-    from workers.pretrain import batch_at, train_step
-    from workers.schedule import make_optimizer
+    from workers.train.pretrain import batch_at, train_step
+    from workers.train.schedule import make_optimizer
 
     s = settings(SEEDS[0], compiled)
     model = member(special, s.seed).to(device)
@@ -66,9 +66,9 @@ def solo_curve(blocks, special, device: str, compiled: bool) -> list[float]:
 
 
 def group_curves(blocks, special, device: str, compiled: bool) -> list[list[float]]:
-    from workers.groups import group_optimizer, group_train_step
-    from workers.pretrain import batch_at
-    from workers.stacked import StackedMLM
+    from workers.train.groups import group_optimizer, group_train_step
+    from workers.train.pretrain import batch_at
+    from workers.model.stacked import StackedMLM
 
     group = [settings(seed, compiled) for seed in SEEDS]
     model = StackedMLM([member(special, seed) for seed in SEEDS], device=device).train()
@@ -101,7 +101,7 @@ def main(argv: list[str]) -> dict:
     ap.add_argument("--tokenizer", required=True, help="a saved tokenizer")
     ap.add_argument("--json", required=True)
     args = ap.parse_args(argv)
-    from workers import pretrain as member_loop
+    from workers.train import pretrain as member_loop
 
     member_loop.COMPILE_BACKEND = args.backend
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 on both sides: the comparison is of the compiler alone

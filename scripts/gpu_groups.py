@@ -69,7 +69,7 @@ def main(argv: list[str]) -> dict:
     from bench.run import ray_session
     from bench.sections.groups import groups_table
     from bench.sections.groups_gpu import bench_groups_gpu
-    from workers import pretrain as member_loop
+    from workers.train import pretrain as member_loop
 
     hf_logging.set_verbosity_error()
     device = "cpu" if args.dry else args.device

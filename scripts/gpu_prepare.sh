@@ -12,7 +12,7 @@
 #                      over all of them) and ag_news/, with their SHA256SUMS lines
 #   .gpu/tok30522/     the benchmark's tokenizer (vocab 30,522 on all 6,417 articles), and
 #   .gpu/tok8000/      the quickstart's (vocab 8,000 on its 1,000 articles): both learned by the product
-#                      (orchestrator.prepare.tokenizer_for, cached under ~/.cache/committee/tokenizers)
+#                      (orchestrator.run.prepare.tokenizer_for, cached under ~/.cache/committee/tokenizers)
 # Everything that travels to the GPU machine (the tracked files, untracked files git does not ignore, and
 # .gpu/ as a carried path) must stay under 64 MiB; the script prints that total last.
 set -euo pipefail
@@ -61,8 +61,8 @@ COMMITTEE_DATA="$DATA" $PY - <<'EOF'
 import shutil
 from pathlib import Path
 
-from orchestrator.prepare import tokenizer_for
-from workers.data import load_wikipedia_texts, resolve_data_root
+from orchestrator.run.prepare import tokenizer_for
+from workers.data.loading import load_wikipedia_texts, resolve_data_root
 
 root = resolve_data_root(None)
 for name, vocab, articles in (("tok30522", 30522, len(load_wikipedia_texts(root))), ("tok8000", 8000, 1000)):

@@ -19,9 +19,9 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from workers.data import load_wikipedia_texts
-from workers.tokenizer import MAX_WORD_CHARS, count_words
-from workers.wordpiece import PREFIX, SPECIAL_TOKENS, learn_vocab
+from workers.data.loading import load_wikipedia_texts
+from workers.text.tokenizer import MAX_WORD_CHARS, count_words
+from workers.text.wordpiece import PREFIX, SPECIAL_TOKENS, learn_vocab
 
 # ----------------------------------------------------------------------------------------------
 # The previous implementation (reference only)

@@ -27,7 +27,7 @@ def run_cli(*args, timeout: float = 300, env: dict | None = None, cwd: Path = RE
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
-    from workers.data import resolve_data_root
+    from workers.data.loading import resolve_data_root
 
     return resolve_data_root(None)
 
@@ -35,10 +35,10 @@ def data_root() -> Path:
 @pytest.fixture(scope="session")
 def small_corpus(data_root) -> dict:
     """40 real articles, a 600-token tokenizer and their 64-token blocks (packed and padded), for loop tests."""
-    from workers.corpus import encode, pack_blocks, truncate_articles
-    from workers.data import pretraining_articles
-    from workers.pretrain import SpecialIds
-    from workers.tokenizer import train_wordpiece
+    from workers.text.corpus import encode, pack_blocks, truncate_articles
+    from workers.data.loading import pretraining_articles
+    from workers.train.pretrain import SpecialIds
+    from workers.text.tokenizer import train_wordpiece
 
     articles = pretraining_articles(data_root, 40, order_seed=0)
     tokenizer = train_wordpiece(articles, 600)

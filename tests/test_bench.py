@@ -12,8 +12,8 @@ import torch
 from bench.flops import mlm_training_flops
 from bench.serving import soft_vote
 from bench.timing import alternate_rounds
-from workers.models import bert_config, build_classifier, build_mlm
-from workers.packed import PackedCommittee
+from workers.model.bert import bert_config, build_classifier, build_mlm
+from workers.model.packed import PackedCommittee
 
 
 def members(layers: int, k: int, vocab: int = 300):
@@ -53,8 +53,8 @@ def test_training_flop_count_matches_torch_flop_counter():
     """The model FLOPs behind pretrain.mfu: encoder at every position, decoder at the masked ones."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from workers.masking import IGNORE_INDEX
-    from workers.pretrain import mlm_loss
+    from workers.text.masking import IGNORE_INDEX
+    from workers.train.pretrain import mlm_loss
 
     config = bert_config(500, 64, 4, 2, max_position=32)
     torch.manual_seed(0)
@@ -80,7 +80,7 @@ def test_precision_report_resolves_auto_as_members_do():
     """The benchmark's precision is the member's rule on this CPU: auto is bf16 exactly where the real
     probe finds AMX or AVX-512 BF16; an explicit setting is kept, and bf16 where it is emulated says so."""
     from bench.hardware import precision_report
-    from workers.precision import cpu_bf16_flags
+    from workers.model.precision import cpu_bf16_flags
 
     flags = cpu_bf16_flags()
     native = bool(flags)

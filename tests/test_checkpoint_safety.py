@@ -18,12 +18,12 @@ import subprocess
 import pytest
 import torch
 
-from workers import checkpoint, storage
-from workers.corpus import encode, pack_blocks
+from workers.storage import checkpoint, files as storage
+from workers.text.corpus import encode, pack_blocks
 from workers.errors import CheckpointError, CommitteeError
-from workers.models import bert_config, build_mlm
-from workers.pretrain import RESUME_KEYS, PretrainSettings, SpecialIds, batch_at, pretrain, train_step
-from workers.schedule import make_optimizer
+from workers.model.bert import bert_config, build_mlm
+from workers.train.pretrain import RESUME_KEYS, PretrainSettings, SpecialIds, batch_at, pretrain, train_step
+from workers.train.schedule import make_optimizer
 
 EXPECTED_FILES = ["config.json", "model.safetensors", "optimizer.safetensors", "state.json"]
 
@@ -48,8 +48,8 @@ def plant_pickle(path, marker) -> None:
 
 @pytest.fixture(scope="module")
 def corpus(data_root):
-    from workers.data import pretraining_articles
-    from workers.tokenizer import train_wordpiece
+    from workers.data.loading import pretraining_articles
+    from workers.text.tokenizer import train_wordpiece
 
     articles = pretraining_articles(data_root, 40, order_seed=0)
     tokenizer = train_wordpiece(articles, 600)

@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from orchestrator.config import load_config, to_yaml
-from orchestrator.driver import check_resume
+from orchestrator.config.experiment import load_config, to_yaml
+from orchestrator.run.driver import check_resume
 from workers.errors import CommitteeError
 
 REPO = Path(__file__).resolve().parents[1]

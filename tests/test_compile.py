@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 import torch
 
-from workers import pretrain as member_loop
-from workers.groups import group_optimizer, group_train_step
-from workers.masking import mask_tokens
-from workers.models import bert_config, build_mlm, init_from_streams
-from workers.pretrain import PretrainSettings, batch_at, train_step
-from workers.schedule import make_optimizer
-from workers.seeds import torch_generator
-from workers.stacked import DropoutStreams, StackedMLM, _stack_losses_drawn, masked_rows, stack_losses
+from workers.train import pretrain as member_loop
+from workers.train.groups import group_optimizer, group_train_step
+from workers.text.masking import mask_tokens
+from workers.model.bert import bert_config, build_mlm, init_from_streams
+from workers.train.pretrain import PretrainSettings, batch_at, train_step
+from workers.train.schedule import make_optimizer
+from workers.train.seeds import torch_generator
+from workers.model.stacked import DropoutStreams, StackedMLM, _stack_losses_drawn, masked_rows, stack_losses
 
 STEPS = 4
 
@@ -131,9 +131,9 @@ def test_inductor_group_has_the_eager_curves(corpus, monkeypatch):
 
 def test_compile_is_off_by_default_and_the_config_key_reaches_every_pretraining_member():
     from conftest import SMOKE
-    from orchestrator.config import load_config
-    from orchestrator.plan import member_spec
-    from workers.member import Role
+    from orchestrator.config.experiment import load_config
+    from orchestrator.run.plan import member_spec
+    from workers.train.member import Role
 
     assert replace(settings(), seed=9).compile is False
     assert member_spec(load_config(SMOKE), Role.PRETRAINED, 0, "/tmp/x").pretrain.compile is False

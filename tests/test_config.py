@@ -10,11 +10,11 @@ import pytest
 import yaml
 
 from conftest import run_cli
-from orchestrator.config import MAX_BASE_SEED, ExperimentConfig, load_config, to_yaml, validate_dict
-from orchestrator.config_distill import load_distill_config
-from orchestrator.config_reference import describe_fields
-from orchestrator.config_sweep import load_sweep_config
-from orchestrator.config_yaml import PlainDumper, apply_overrides, load_raw
+from orchestrator.config.experiment import MAX_BASE_SEED, ExperimentConfig, load_config, to_yaml, validate_dict
+from orchestrator.config.distill import load_distill_config
+from orchestrator.config.reference import describe_fields
+from orchestrator.config.sweep import load_sweep_config
+from orchestrator.config.loader import PlainDumper, apply_overrides, load_raw
 from workers.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +52,7 @@ def test_header_commands_of_committee_vs_deep_can_take_its_pre_training():
     --pretrained-from would refuse them), and they do change the task."""
     import shlex
 
-    from orchestrator.pretrained_from import pretraining_differences
+    from orchestrator.run.pretrained_from import pretraining_differences
 
     path = REPO / "configs" / "committee_vs_deep.yaml"
     header = " ".join(line.lstrip("# ").rstrip("\\ ") for line in path.read_text().splitlines() if line.startswith("#"))

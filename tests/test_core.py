@@ -10,19 +10,19 @@ import pytest
 import torch
 
 from conftest import SMOKE
-from orchestrator import report
-from orchestrator.config import load_config
-from orchestrator.monitor import finished_results, progress_line
-from orchestrator.plan import member_specs
-from orchestrator.rundir import RunLayout
-from workers.corpus import Ragged
+from orchestrator.run import report
+from orchestrator.config.experiment import load_config
+from orchestrator.run.monitor import finished_results, progress_line
+from orchestrator.run.plan import member_specs
+from orchestrator.run.rundir import RunLayout
+from workers.text.corpus import Ragged
 from workers.errors import CommitteeError
-from workers.finetune import bucketed_batches
-from workers.member import MemberResult, Role, SharedArrays, classifier_for, save_result
-from workers.models import build_mlm, init_from_streams
-from workers.pretrain import SpecialIds
-from workers.seeds import numpy_rng, stream_seed
-from workers.voting import committee_report
+from workers.train.finetune import bucketed_batches
+from workers.train.member import MemberResult, Role, SharedArrays, classifier_for, save_result
+from workers.model.bert import build_mlm, init_from_streams
+from workers.train.pretrain import SpecialIds
+from workers.train.seeds import numpy_rng, stream_seed
+from workers.committee.voting import committee_report
 
 SPECIAL = SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4, vocab_size=2000)
 
@@ -92,9 +92,9 @@ def test_streams_are_distinct_and_stable():
 
 def test_members_with_other_settings_share_one_put_of_the_arrays(ray_local, tmp_path):
     """A Tune-style caller: one ray.put of the arrays, members differing only in their learning rate."""
-    from orchestrator.plan import member_spec
-    from orchestrator.prepare import prepare
-    from workers.actors import MemberActor, ProgressBoard
+    from orchestrator.run.plan import member_spec
+    from orchestrator.run.prepare import prepare
+    from workers.train.actors import MemberActor, ProgressBoard
 
     cfg = load_config(SMOKE, ["pretrain.max_steps=8", "finetune.epochs=1"])
     arrays_ref = ray_local.put(prepare(cfg, echo=lambda _: None).arrays)

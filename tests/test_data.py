@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from workers import data as wdata
+from workers.data import loading as wdata
 from workers.errors import DataError
 
 

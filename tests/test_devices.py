@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from orchestrator.config import load_config
-from workers import devices
+from orchestrator.config.experiment import load_config
+from workers.model import devices
 from workers.errors import ConfigError
 from conftest import SMOKE
 
@@ -40,7 +40,7 @@ def test_real_ray_workers_see_their_grant(monkeypatch):
         """What a Ray worker sees: its grant, and its device with CUDA made to look available."""
         import torch as worker_torch
 
-        from workers import devices as worker_devices
+        from workers.model import devices as worker_devices
 
         worker_torch.cuda.is_available = lambda: True  # this worker process only: a GPU node, as torch sees it
         return worker_devices.ray_granted_gpus(), str(worker_devices.member_device())

@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from conftest import run_cli
-from workers import distill as wd
-from workers import recover as wr
-from workers.finetune import FinetuneSettings, finetune_step, soft_target_loss
-from workers.voting import accuracy, aggregate, prior_weights, soft_labels
+from workers.distill import sets as wd
+from workers.distill import recover as wr
+from workers.train.finetune import FinetuneSettings, finetune_step, soft_target_loss
+from workers.committee.voting import accuracy, aggregate, prior_weights, soft_labels
 
 REPO = Path(__file__).resolve().parents[1]
 DISTILL_SMOKE = REPO / "configs" / "distill_smoke.yaml"
@@ -61,7 +61,7 @@ def test_method4_soft_labels_are_the_prior_weighted_sum_of_the_members_logits():
 
 
 def test_voting_actor_soft_labels_are_the_classification_votes_scores(ray_local):
-    from workers.actors import VoterActor
+    from workers.train.actors import VoterActor
 
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(3, 20, 4))  # [members, examples, classes]
@@ -98,7 +98,7 @@ def test_soft_target_loss_is_the_hand_computed_kl():
 
 
 def test_the_fine_tuning_step_trains_on_soft_targets_with_that_loss():
-    from workers.models import bert_config, build_classifier
+    from workers.model.bert import bert_config, build_classifier
 
     torch.manual_seed(0)
     model = build_classifier(bert_config(100, 16, 2, 1, max_position=16, num_labels=3, dropout=0.0), 3)
@@ -147,9 +147,9 @@ def distill_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def committee_and_arrays(distill_run):
-    from orchestrator.config_distill import load_distill_config
-    from orchestrator.prepare import prepare
-    from workers.committee import Committee
+    from orchestrator.config.distill import load_distill_config
+    from orchestrator.run.prepare import prepare
+    from workers.committee.committee import Committee
 
     run_dir, _, _ = distill_run
     threads = torch.get_num_threads()
@@ -221,7 +221,7 @@ def test_synthetic_sets_are_tensors_with_a_readable_decoding(distill_run):
 
 
 def test_committee_packed_forward_equals_its_members_one_by_one(committee_and_arrays):
-    from workers.finetune import pad_batch, predict_logits
+    from workers.train.finetune import pad_batch, predict_logits
 
     committee, arrays = committee_and_arrays
     assert committee.packs and len(committee) == 3
@@ -377,8 +377,8 @@ def test_an_unfinished_run_exits_2_before_any_work(distill_run, tmp_path):
     (True, ["distill.methods=[recover]"], "overlaps --from-run"),
 ])
 def test_bad_requests_are_refused_before_anything_is_created(distill_run, tmp_path, from_source, overrides, message):
-    from orchestrator.config_distill import load_distill_config
-    from orchestrator.distill import distill_experiment
+    from orchestrator.config.distill import load_distill_config
+    from orchestrator.distill.driver import distill_experiment
     from workers.errors import CommitteeError
 
     source, _, _ = distill_run

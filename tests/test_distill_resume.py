@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_cli
-from orchestrator.distill_store import DistillStore
-from orchestrator.rundir import MARKER, RunLayout
-from workers import distill as wd
-from workers import recover as wr
-from workers.corpus import Ragged
+from orchestrator.distill.store import DistillStore
+from orchestrator.run.rundir import MARKER, RunLayout
+from workers.distill import sets as wd
+from workers.distill import recover as wr
+from workers.text.corpus import Ragged
 from workers.errors import CommitteeError
 
 DISTILL_SMOKE = REPO / "configs" / "distill_smoke.yaml"
@@ -33,7 +33,7 @@ def snapshot(root: Path) -> dict:
 
 
 def test_mirror_copies_the_tensorboard_folder_file_by_file(tmp_path):
-    from workers.events import RunEvents
+    from workers.storage.events import RunEvents
 
     run_dir = tmp_path / "runs" / "smoke"
     run_dir.mkdir(parents=True)
@@ -140,8 +140,8 @@ def test_a_student_counts_as_finished_only_with_its_whole_row(tmp_path):
 
 def distill_dir(tmp_path: Path, overrides: list[str] | None = None, from_run=None) -> Path:
     """A distillation's run directory as one leaves it when stopped after it started."""
-    from orchestrator.config import to_yaml
-    from orchestrator.config_distill import load_distill_config
+    from orchestrator.config.experiment import to_yaml
+    from orchestrator.config.distill import load_distill_config
 
     run_dir = tmp_path / "distill_smoke"
     run_dir.mkdir()
@@ -158,8 +158,8 @@ def distill_dir(tmp_path: Path, overrides: list[str] | None = None, from_run=Non
     ([], "elsewhere", "trained its own committee; resume it without --from-run"),
 ])
 def test_a_resume_that_would_mix_settings_is_refused_naming_them(tmp_path, overrides, from_run, message):
-    from orchestrator.config_distill import load_distill_config
-    from orchestrator.distill import distill_experiment
+    from orchestrator.config.distill import load_distill_config
+    from orchestrator.distill.driver import distill_experiment
 
     run_dir = distill_dir(tmp_path)
     before = snapshot(run_dir)
@@ -171,8 +171,8 @@ def test_a_resume_that_would_mix_settings_is_refused_naming_them(tmp_path, overr
 
 
 def test_resume_refuses_overwrite_and_directories_that_are_not_a_distillation(tmp_path):
-    from orchestrator.config import to_yaml
-    from orchestrator.config_distill import load_distill_config
+    from orchestrator.config.experiment import to_yaml
+    from orchestrator.config.distill import load_distill_config
 
     run_dir = distill_dir(tmp_path)
     both = run_cli("distill", "--resume", run_dir, "--overwrite", timeout=60)

@@ -1,4 +1,4 @@
-"""Member groups (workers/groups.py, stacked.py): G members trained as one stacked model learn what each learns alone.
+"""Member groups (workers/train/groups.py, stacked.py): G members trained as one stacked model learn what each learns alone.
 
 - equivalence: on CPU in fp32, a member trained in a group of 4 has its solo loss curve (to 1e-4) and
   weights, with dropout on (each member's dropout masks are drawn as its solo loop draws them) and off
@@ -23,14 +23,14 @@ import pytest
 import torch
 
 from conftest import SMOKE, run_cli
-from orchestrator.config import load_config
-from orchestrator.plan import auto_gpu_share, auto_members_per_actor, group_specs, member_specs
-from orchestrator.rundir import RunLayout
-from workers import checkpoint
-from workers.groups import GroupMember, group_optimizer, group_train_step, member_training_bytes, pretrain_group
-from workers.models import ModelSettings, bert_config, build_mlm, init_from_streams
-from workers.pretrain import RESUME_KEYS, PretrainSettings, SpecialIds, pretrain
-from workers.stacked import StackedMLM
+from orchestrator.config.experiment import load_config
+from orchestrator.run.plan import auto_gpu_share, auto_members_per_actor, group_specs, member_specs
+from orchestrator.run.rundir import RunLayout
+from workers.storage import checkpoint
+from workers.train.groups import GroupMember, group_optimizer, group_train_step, member_training_bytes, pretrain_group
+from workers.model.bert import ModelSettings, bert_config, build_mlm, init_from_streams
+from workers.train.pretrain import RESUME_KEYS, PretrainSettings, SpecialIds, pretrain
+from workers.model.stacked import StackedMLM
 
 FP32 = ("pretrain.precision=fp32", "finetune.precision=fp32")
 
@@ -231,8 +231,8 @@ def grouped_run(tmp_path_factory):
 def test_a_grouped_smoke_run_reports_the_members_of_the_solo_loop(grouped_run, tmp_path):
     """members_per_actor=2: member-00 and member-01 pre-train as one stack; each then matches the member
     run alone (run_member, no Ray) in pre-training loss and accuracy."""
-    from orchestrator.prepare import prepare
-    from workers.member import Role, run_member
+    from orchestrator.run.prepare import prepare
+    from workers.train.member import Role, run_member
 
     run_dir, proc = grouped_run
     assert "slot(s) of 2 members' resources" in proc.stdout
@@ -283,7 +283,7 @@ def test_gpu_rows_run_on_the_cpu_and_skip_past_the_time_budget(ray_local, monkey
     from bench.options import QUICK, BenchOptions
     from bench.prepare import prepare as bench_prepare
     from bench.sections.groups_gpu import GpuPlan, bench_groups_gpu
-    from workers import pretrain as member_loop
+    from workers.train import pretrain as member_loop
 
     monkeypatch.setattr(member_loop, "COMPILE_BACKEND", "aot_eager")
 

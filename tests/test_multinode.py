@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import cluster
-from orchestrator.config import load_config
-from orchestrator.driver import run_experiment
+from orchestrator.run import cluster
+from orchestrator.config.experiment import load_config
+from orchestrator.run.driver import run_experiment
 from workers.errors import ResourceError
 
 pytestmark = pytest.mark.multinode

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.prepare import tokenizer_for
-from workers import data as wdata
-from workers.overlap import (
+from orchestrator.run.prepare import tokenizer_for
+from workers.data import loading as wdata
+from workers.text.overlap import (
     WordSplitter,
     cut_to_tokens,
     measure_overlap,
@@ -16,7 +16,7 @@ from workers.overlap import (
     task_mix_corpus,
     token_counts,
 )
-from workers.tokenizer import load_tokenizer
+from workers.text.tokenizer import load_tokenizer
 
 
 @pytest.fixture(scope="module")

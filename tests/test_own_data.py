@@ -20,10 +20,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import readme_commands, run_cli
-from orchestrator import prepare
-from orchestrator.config import load_config
-from orchestrator.prepare import _arrays_key, load_cfg_task, task_and_corpus, tokenizer_key
-from workers import data as wdata
+from orchestrator.run import prepare
+from orchestrator.config.experiment import load_config
+from orchestrator.run.prepare import _arrays_key, load_cfg_task, task_and_corpus, tokenizer_key
+from workers.data import loading as wdata
 from workers.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -265,8 +265,8 @@ def _hub_cache(cache: Path, hub_id: str, data_dir: Path) -> None:
 HUB_CHECK = """
 import json, sys
 import numpy as np
-from orchestrator.config import load_config
-from orchestrator.prepare import load_cfg_task
+from orchestrator.config.experiment import load_config
+from orchestrator.run.prepare import load_cfg_task
 hub = load_cfg_task(load_config(sys.argv[1], ["task.name=ag_news_hub", "task.dataset=fancyzhx/ag_news",
                                               "task.label_names=[World, Sports, Business, Sci/Tech]"]))
 preset = load_cfg_task(load_config(sys.argv[1]))
@@ -371,13 +371,13 @@ def test_cache_key_code_covers_every_module_the_data_code_imports():
         for imported in _workers_imports(rel) - reached:
             reached.add(imported)
             todo.append(imported)
-    assert "workers/task_examples.py" in reached and "workers/data_root.py" in reached
+    assert "workers/data/task_examples.py" in reached and "workers/data/root.py" in reached
     assert reached - listed - NOT_SHAPING_DATA == set()
 
 
-@pytest.mark.parametrize("module", ["workers/data.py", "workers/data_root.py", "workers/data_cache.py",
-                                    "workers/task_examples.py", "workers/few_rel.py", "workers/datasets.py",
-                                    "workers/dataset_readers.py", "workers/tokenizer.py", "workers/wordpiece.py"])
+@pytest.mark.parametrize("module", ["workers/data/loading.py", "workers/data/root.py", "workers/data/cache.py",
+                                    "workers/data/task_examples.py", "workers/data/few_rel.py", "workers/data/datasets.py",
+                                    "workers/data/readers.py", "workers/text/tokenizer.py", "workers/text/wordpiece.py"])
 def test_cache_keys_follow_the_data_code(tmp_path, monkeypatch, module):
     """Editing any module the prepared data comes from changes the tokenizer and the arrays keys."""
     for rel in prepare._SOURCES:

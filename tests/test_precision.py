@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator.config import load_config
-from workers import precision
-from workers.models import bert_config, build_mlm
-from workers.precision import Capability, resolve, resolve_here
-from workers.pretrain import PretrainSettings, SpecialIds, pretrain
+from orchestrator.config.experiment import load_config
+from workers.model import precision
+from workers.model.bert import bert_config, build_mlm
+from workers.model.precision import Capability, resolve, resolve_here
+from workers.train.pretrain import PretrainSettings, SpecialIds, pretrain
 
 REPO = Path(__file__).resolve().parents[1]
 CASCADE_LAKE = Capability("cpu", "Intel Xeon (Cascade Lake)", cpu_bf16_flags=())

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_cli
-from orchestrator.config import load_config
-from orchestrator.prepare import load_cfg_task
+from orchestrator.config.experiment import load_config
+from orchestrator.run.prepare import load_cfg_task
 from test_own_data import RELATIONS
-from workers.committee import Committee
-from workers.corpus import encode
+from workers.committee.committee import Committee
+from workers.text.corpus import encode
 from workers.errors import CommitteeError
-from workers.finetune import predict_logits
-from workers.member import load_result
-from workers.voting import RULES
+from workers.train.finetune import predict_logits
+from workers.train.member import load_result
+from workers.committee.voting import RULES
 
 
 def csv_test_rows() -> list[dict]:

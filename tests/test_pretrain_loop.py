@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from bench.loops import AuthorsAmp, reference_pretrain_step
-from workers.corpus import encode, pack_blocks, truncate_articles
-from workers.masking import mask_tokens
-from workers.models import bert_config, build_mlm
-from workers.pretrain import PretrainSettings, SpecialIds, batch_at, mlm_loss, pretrain, train_step
-from workers.schedule import make_optimizer
-from workers.seeds import seed_global_torch, torch_generator
+from workers.text.corpus import encode, pack_blocks, truncate_articles
+from workers.text.masking import mask_tokens
+from workers.model.bert import bert_config, build_mlm
+from workers.train.pretrain import PretrainSettings, SpecialIds, batch_at, mlm_loss, pretrain, train_step
+from workers.train.schedule import make_optimizer
+from workers.train.seeds import seed_global_torch, torch_generator
 
 
 @pytest.fixture(scope="module")

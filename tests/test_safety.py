@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SMOKE, run_cli
-from orchestrator.config import load_config, to_yaml
-from orchestrator.rundir import MARKER
+from orchestrator.config.experiment import load_config, to_yaml
+from orchestrator.run.rundir import MARKER
 
 FAST = ["pretrain.max_steps=10", "finetune.epochs=1", "deep.enabled=false"]  # a shorter smoke run
 
@@ -167,10 +167,10 @@ def test_resume_of_another_commands_directory_names_the_command_that_continues_i
     from typer.testing import CliRunner
 
     from orchestrator.cli import app
-    from orchestrator.config_distill import load_distill_config
-    from orchestrator.config_sweep import load_sweep_config, sweep_to_yaml
-    from orchestrator.rundir import check_kind
-    from orchestrator.sweep import STATE_FILE, check_sweep_resume
+    from orchestrator.config.distill import load_distill_config
+    from orchestrator.config.sweep import load_sweep_config, sweep_to_yaml
+    from orchestrator.run.rundir import check_kind
+    from orchestrator.sweep.driver import STATE_FILE, check_sweep_resume
 
     configs = {"run": to_yaml(load_config(SMOKE)),
                "sweep": sweep_to_yaml(load_sweep_config(REPO / "configs" / "sweep_smoke.yaml")),
@@ -211,7 +211,7 @@ def test_resume_of_another_commands_directory_names_the_command_that_continues_i
 def test_a_report_reproduces_its_run_from_the_starting_command_or_the_resolved_config(tmp_path):
     """A resumed directory's command only continues it: the report shows it as a comment, and every report gives
     the resolved config run into a new directory (the config reproduces the run; `committee validate` takes it)."""
-    from orchestrator.rundir import reproduce_lines
+    from orchestrator.run.rundir import reproduce_lines
 
     run_dir = tmp_path / "my run"
     assert reproduce_lines("run", run_dir, "committee run configs/smoke.yaml --overwrite") == [

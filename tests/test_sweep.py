@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, run_cli
-from orchestrator.config_reference import describe_fields
-from orchestrator.config_sweep import SweepSection, load_sweep_config
-from orchestrator.sweep import best_point, chance_level, check_search_package, check_sweep
-from orchestrator.sweep_report import chance_line, mean_interval, paired_effects, paired_lines, spearman, twin_line
-from orchestrator.sweep_space import point_config, trial_specs, twin_key, with_reference_tokenizer
+from orchestrator.config.reference import describe_fields
+from orchestrator.config.sweep import SweepSection, load_sweep_config
+from orchestrator.sweep.driver import best_point, chance_level, check_search_package, check_sweep
+from orchestrator.sweep.report import chance_line, mean_interval, paired_effects, paired_lines, spearman, twin_line
+from orchestrator.sweep.space import point_config, trial_specs, twin_key, with_reference_tokenizer
 from workers.errors import CommitteeError, ConfigError
-from workers.member import Role
+from workers.train.member import Role
 
 SMOKE = REPO / "configs" / "sweep_smoke.yaml"
 SWEEP_CONFIGS = sorted((REPO / "configs").glob("sweep_*.yaml")) + [REPO / "configs" / "search_quickstart.yaml",
@@ -127,9 +127,9 @@ def _task_arrays(train_ids):
     """Small task arrays (4 training sequences of 3 tokens, 2 val, 2 test) around the given training ids."""
     import numpy as np
 
-    from workers.corpus import Ragged
-    from workers.member import SharedArrays
-    from workers.pretrain import SpecialIds
+    from workers.text.corpus import Ragged
+    from workers.train.member import SharedArrays
+    from workers.train.pretrain import SpecialIds
 
     def ragged(ids):
         return Ragged(np.asarray(ids, dtype=np.int32), np.arange(0, len(ids) + 1, 3, dtype=np.int64))
@@ -172,8 +172,8 @@ def test_the_twin_store_hands_a_finished_twin_to_another_trial(tmp_path, uri):
     that trial's readers load); a store without the twin, or with an unreadable one, hands over nothing."""
     import numpy as np
 
-    from workers import checkpoint
-    from workers.member import MemberResult, load_result, save_result
+    from workers.storage import checkpoint
+    from workers.train.member import MemberResult, load_result, save_result
     from workers.trainables import (
         CURVE_FILE,
         fetch_twin,
@@ -205,8 +205,8 @@ def test_a_trial_loads_its_own_finished_twin_before_the_stores(tmp_path):
     """A retried or resumed trial whose scratch member finished keeps it; a new trial takes the store's."""
     import numpy as np
 
-    from workers import checkpoint
-    from workers.member import MemberResult, save_result
+    from workers.storage import checkpoint
+    from workers.train.member import MemberResult, save_result
     from workers.trainables import CURVE_FILE, publish_twin, scratch_twin
 
     cfg = with_reference_tokenizer(load_sweep_config(SMOKE))
@@ -227,7 +227,7 @@ def test_a_trial_loads_its_own_finished_twin_before_the_stores(tmp_path):
 def test_the_report_counts_twins_and_quotes_each_left_out_points_chance_bar():
     import numpy as np
 
-    from orchestrator.sweep_report import twin_counts
+    from orchestrator.sweep.report import twin_counts
 
     rows = [{"trial_id": "a", "scratch_reused": False, "twin_key": "t-0"},
             {"trial_id": "b", "scratch_reused": False, "twin_key": "t-1"},
@@ -288,8 +288,8 @@ def test_paired_comparisons_move_one_key_within_blocks_of_seed_and_other_keys():
 def test_a_sweep_saved_before_a_key_existed_resumes_and_a_changed_key_is_still_refused(tmp_path):
     """A sweep's config.yaml lists every key of the version that wrote it: a key added since (with its default)
     is no change, as for `committee run --resume`; a changed value still is."""
-    from orchestrator.config_sweep import sweep_to_yaml
-    from orchestrator.sweep import STATE_FILE, check_sweep_resume
+    from orchestrator.config.sweep import sweep_to_yaml
+    from orchestrator.sweep.driver import STATE_FILE, check_sweep_resume
 
     cfg = load_sweep_config(SMOKE)
     text = sweep_to_yaml(cfg)
@@ -307,7 +307,7 @@ def test_a_trial_that_ended_counts_as_ended_without_tunes_done_flag():
     Seen in a full test run, where the resumed smoke sweep then reported itself stopped again."""
     from types import SimpleNamespace as Result
 
-    from orchestrator.sweep import unfinished_trials
+    from orchestrator.sweep.driver import unfinished_trials
 
     ended = Result(error=None, metrics={"final": True, "done": False})  # returned; state saved before `done`
     stopped = Result(error=None, metrics={"final": False, "done": True})  # ASHA's stop
@@ -430,7 +430,7 @@ def test_smoke_sweep_writes_rows_points_committees_and_plots(smoke_sweep):
     # the resumed sweep's command only continues it; the report also gives the resolved config, which reruns it
     assert f"# continued with: committee sweep --resume {run_dir}\n" in md
     assert f"committee sweep {run_dir / 'config.yaml'} --run-dir {run_dir}-again" in md
-    from orchestrator.config_sweep import sweep_to_yaml
+    from orchestrator.config.sweep import sweep_to_yaml
 
     assert sweep_to_yaml(load_sweep_config(run_dir / "config.yaml")) == \
         sweep_to_yaml(with_reference_tokenizer(load_sweep_config(SMOKE, ["sweep.max_concurrent_trials=1"])))

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workers.corpus import encode, pack_blocks
-from workers.data import pretraining_articles
-from workers.masking import IGNORE_INDEX, mask_tokens
-from workers.pretrain import SpecialIds
-from workers.tokenizer import load_tokenizer, train_wordpiece
-from workers.wordpiece import SPECIAL_TOKENS
+from workers.text.corpus import encode, pack_blocks
+from workers.data.loading import pretraining_articles
+from workers.text.masking import IGNORE_INDEX, mask_tokens
+from workers.train.pretrain import SpecialIds
+from workers.text.tokenizer import load_tokenizer, train_wordpiece
+from workers.text.wordpiece import SPECIAL_TOKENS
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ import sys
 
 import pytest
 
-from workers import wordpiece
-from workers.data import pretraining_articles
-from workers.tokenizer import count_words, train_wordpiece
-from workers.wordpiece import learn_vocab
+from workers.text import wordpiece
+from workers.data.loading import pretraining_articles
+from workers.text.tokenizer import count_words, train_wordpiece
+from workers.text.wordpiece import learn_vocab
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
@@ -75,7 +75,7 @@ def test_vocab_does_not_depend_on_string_hashing(reference, tmp_path):
     counts_file = tmp_path / "counts.json"
     counts_file.write_text(json.dumps(dict(counts)))
     program = (
-        "import json, sys; from collections import Counter; from workers.wordpiece import learn_vocab; "
+        "import json, sys; from collections import Counter; from workers.text.wordpiece import learn_vocab; "
         "print(json.dumps(learn_vocab(Counter(json.load(open(sys.argv[1]))), 4000)))"
     )
     for seed in ("1", "2"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workers.voting import accuracy, aggregate, committee_report, prior_weights, softmax
+from workers.committee.voting import accuracy, aggregate, committee_report, prior_weights, softmax
 
 # 3 members, 2 examples, 3 classes
 LOGITS = np.array([

@@ -2,14 +2,14 @@
 
 A trial trains (or reuses, below) the scratch member of index i at its point and the pre-trained
 member of index i (same seed, same fine-tuning data, order and head initialisation: the gap measures
-pre-training alone), both with `workers.member.run_member`, the code `committee run` uses. After each fine-tuning
+pre-training alone), both with `workers.train.member.run_member`, the code `committee run` uses. After each fine-tuning
 epoch of the pre-trained member it reports validation accuracy of both arms and their gap, so an ASHA
 scheduler can stop a poor trial early; the last report adds test accuracy, pre-training tokens and
 `final: True`. A trial that fails and is retried resumes: a finished member is loaded from its
 result.npz, an unfinished pre-training from its last checkpoint (the member directory is per trial).
 
 Scratch twins are shared: a twin depends only on its settings, seed and the task arrays
-(`orchestrator.sweep_space.twin_key`), which points that differ only in pre-training share. The first
+(`orchestrator.sweep.space.twin_key`), which points that differ only in pre-training share. The first
 trial to train a twin publishes it to the sweep's twin store (`<storage root>/twins/<key>/twin.npz`,
 one file written atomically); a later trial with the same key copies it into its own scratch-NN
 directory instead of training it again, so every reader of trial directories sees the same files. A trial
@@ -31,10 +31,10 @@ import ray
 from ray import tune
 from ray.tune.search.repeater import TRIAL_INDEX
 
-from orchestrator.sweep_space import MEMBER_INDEX, data_id, point_config, pretrain_steps, trial_specs, twin_key
-from workers import checkpoint
-from workers.member import RESULT_FILE, MemberResult, MemberSpec, SharedArrays, load_result, pretrained_mlm, run_member
-from workers.voting import accuracy
+from orchestrator.sweep.space import MEMBER_INDEX, data_id, point_config, pretrain_steps, trial_specs, twin_key
+from workers.storage import checkpoint
+from workers.train.member import RESULT_FILE, MemberResult, MemberSpec, SharedArrays, load_result, pretrained_mlm, run_member
+from workers.committee.voting import accuracy
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def split_trial_config(config: dict) -> tuple[dict, int]:
 
 
 def validation_accuracy(model, arrays: SharedArrays, precision: str) -> float:
-    from workers.finetune import predict_logits
+    from workers.train.finetune import predict_logits
 
     return accuracy(predict_logits(model, arrays.val, arrays.special.pad, precision=precision), arrays.val_labels)
 

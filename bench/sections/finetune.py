@@ -8,7 +8,7 @@ from bench.loops import AuthorsAmp, FinetuneEpoch, reference_predict, seeded_cla
 from bench.options import NUM_LABELS, SEQ_LEN, BenchOptions, Sizes, finetune_settings
 from bench.prepare import Prepared
 from bench.timing import alternate_rounds, median
-from workers.finetune import predict_logits
+from workers.train.finetune import predict_logits
 
 PREDICT_BATCH = 64
 

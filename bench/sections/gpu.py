@@ -16,7 +16,7 @@ from bench.options import BATCH_SIZE, NUM_LABELS, BenchOptions, Sizes, pretrain_
 from bench.prepare import Prepared
 from bench.serving import committee_members, latency_requests, soft_vote
 from bench.timing import latency_ms, median, sync
-from workers.packed import PackedCommittee
+from workers.model.packed import PackedCommittee
 
 WARMUP_REQUESTS = 2
 

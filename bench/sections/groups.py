@@ -1,4 +1,4 @@
-"""Section 6 "members per GPU": K members pre-trained as one stack (workers/groups.py) against one actor per
+"""Section 6 "members per GPU": K members pre-trained as one stack (workers/train/groups.py) against one actor per
 member (or per core), aggregate real tokens/s. This module holds the loops every side trains with (a stack,
 members in turn), their Ray worker and the alternating rounds, the CPU rows, the section's entry and its
 table; the CUDA rows are bench/sections/groups_gpu.py.
@@ -12,7 +12,7 @@ table; the CUDA rows are bench/sections/groups_gpu.py.
   tiny widths only).
 - CUDA (bench/sections/groups_gpu.py): a stack, that stack compiled, one member alone and fractional-GPU
   actors, for two shapes and K up to 64, each side alone.
-Every side uses the benchmark's --precision, the same seeds, masks and data order (workers.seeds).
+Every side uses the benchmark's --precision, the same seeds, masks and data order (workers.train.seeds).
 """
 
 from __future__ import annotations
@@ -34,12 +34,12 @@ CPU_SHAPE = "bert1-256"
 
 
 class StackLoop:
-    """K members as one stack: each `step()` trains every member one batch (workers.groups.group_train_step)."""
+    """K members as one stack: each `step()` trains every member one batch (workers.train.groups.group_train_step)."""
 
     def __init__(self, models: list, blocks: np.ndarray, special, settings: list, device: str):
-        from workers.groups import group_optimizer
-        from workers.precision import resolve_here
-        from workers.stacked import StackedMLM
+        from workers.train.groups import group_optimizer
+        from workers.model.precision import resolve_here
+        from workers.model.stacked import StackedMLM
 
         self.model = StackedMLM(models, device=device).train()
         self.optimizer, self.scheduler = group_optimizer(self.model, settings[0])
@@ -49,8 +49,8 @@ class StackLoop:
 
     def step(self) -> int:
         """Queue one step of every member (the device may still be working when it returns: `sync` waits)."""
-        from workers.groups import queue_group_step
-        from workers.pretrain import batch_at
+        from workers.train.groups import queue_group_step
+        from workers.train.pretrain import batch_at
 
         rows = np.stack([batch_at(self.blocks, self.step_index, s.batch_size, s.seed) for s in self.settings])
         _, real = queue_group_step(self.model, self.optimizer, self.scheduler, torch.from_numpy(rows).long(),
@@ -63,12 +63,12 @@ class StackLoop:
 
 
 class TurnLoop:
-    """Members trained one after another by the member loop (workers.pretrain.queue_step, as `pretrain` runs it:
+    """Members trained one after another by the member loop (workers.train.pretrain.queue_step, as `pretrain` runs it:
     the loss is not read back every step)."""
 
     def __init__(self, models: list, blocks: np.ndarray, special, settings: list, device: str):
-        from workers.precision import resolve_here
-        from workers.schedule import make_optimizer
+        from workers.model.precision import resolve_here
+        from workers.train.schedule import make_optimizer
 
         self.members = []
         for model, s in zip(models, settings):
@@ -80,7 +80,7 @@ class TurnLoop:
 
     def step(self) -> int:
         """Queue one step of each member in turn (`sync` waits for the device)."""
-        from workers.pretrain import batch_at, queue_step
+        from workers.train.pretrain import batch_at, queue_step
 
         tokens = 0
         for model, optimizer, scheduler, s in self.members:
@@ -185,7 +185,7 @@ def bench_groups_cpu(p: Prepared, opts: BenchOptions, sizes: Sizes, echo) -> dic
     """K members on `workers` cores, three ways: one one-thread actor per core training its share of the
     members in turn (the solo member loop), one one-thread actor per core training its share as a stack,
     and one stack of all K in one actor of `workers` threads (what `members_per_actor: K` runs)."""
-    from workers.models import bert_config
+    from workers.model.bert import bert_config
 
     shape = MODELS[cpu_shape(opts)]
     config = bert_config(p.member_config.vocab_size, shape["hidden"], shape["heads"], 1,
@@ -212,7 +212,7 @@ def bench_groups_cpu(p: Prepared, opts: BenchOptions, sizes: Sizes, echo) -> dic
             "what": (f"aggregate real tokens/s of K members pre-training at the {cpu_shape(opts)} width on {cores} cores: "
                      f"one one-thread actor per core training its share of the members in turn with the member loop "
                      f"(as members_per_actor: 1 runs them), the same actors training their share as one stack "
-                     f"(workers/groups.py), and one stack of all K in one actor of {cores} threads (as "
+                     f"(workers/train/groups.py), and one stack of all K in one actor of {cores} threads (as "
                      f"members_per_actor: K runs them); ratios are over the first. Torch threads spin while they "
                      f"wait, so on a machine shared with other work the multi-thread stack loses most")}
 

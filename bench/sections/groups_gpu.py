@@ -6,10 +6,10 @@ and (at the K of GPU_COMPILE_MEMBERS) that stack compiled (`compile: true`); and
 process with and without compile. Tokens/s, the share of the bf16 matmul peak and the peak GPU memory. Each
 side runs alone (a K = 64 stack and 64 actors do not fit the GPU together), in rounds after a warm-up (which
 holds the compilation), the most wanted rows first (`_row_order`); a row that would not fit the free GPU
-memory by `workers.groups.member_training_bytes`, or that would start after the section's time budget, is
+memory by `workers.train.groups.member_training_bytes`, or that would start after the section's time budget, is
 skipped with a note, and one that fails is recorded with its error. `on_row` lets a caller save partial
 results after every row (scripts/gpu_groups.py). Every side uses the benchmark's --precision, the same
-seeds, masks and data order (workers.seeds).
+seeds, masks and data order (workers.train.seeds).
 """
 
 from __future__ import annotations
@@ -45,11 +45,11 @@ def _blocks_for_vocab(p: Prepared, opts: BenchOptions, vocab_size: int, sizes: S
     that size, on the same articles."""
     if MODELS[opts.model]["vocab"] == vocab_size and tokenizer_dir is None:
         return p.packed, p.special
-    from orchestrator.prepare import tokenizer_for
-    from workers import data as wdata
-    from workers.corpus import encode, pack_blocks
-    from workers.pretrain import SpecialIds
-    from workers.tokenizer import load_tokenizer
+    from orchestrator.run.prepare import tokenizer_for
+    from workers.data import loading as wdata
+    from workers.text.corpus import encode, pack_blocks
+    from workers.train.pretrain import SpecialIds
+    from workers.text.tokenizer import load_tokenizer
 
     root = wdata.resolve_data_root(opts.data_root)
     if tokenizer_dir is None:
@@ -97,9 +97,9 @@ class _Pool:
 
 
 def _member_bytes(config, settings) -> int:
-    """`workers.groups.member_training_bytes` for a benchmark shape."""
-    from workers.groups import member_training_bytes
-    from workers.models import ModelSettings
+    """`workers.train.groups.member_training_bytes` for a benchmark shape."""
+    from workers.train.groups import member_training_bytes
+    from workers.model.bert import ModelSettings
 
     model = ModelSettings(config.hidden_size, config.num_attention_heads, config.num_hidden_layers,
                           config.intermediate_size, config.max_position_embeddings, config.hidden_dropout_prob)
@@ -142,7 +142,7 @@ class GpuRows:
             return f"the section's time budget ({self.plan.budget_s:.0f} s) was spent"
         free = _fresh_gpu(self.device)
         if free is not None and need_bytes > GPU_MEMORY_SHARE * free:
-            return (f"needs about {need_bytes / 2**30:.1f} GiB by workers.groups.member_training_bytes; "
+            return (f"needs about {need_bytes / 2**30:.1f} GiB by workers.train.groups.member_training_bytes; "
                     f"{free / 2**30:.1f} GiB of the GPU is free")
         return None
 
@@ -204,7 +204,7 @@ class _Shape:
 
 
 def _shape(p: Prepared, opts: BenchOptions, sizes: Sizes, echo, label: str, dims: tuple, tokenizer_dir) -> _Shape:
-    from workers.models import bert_config
+    from workers.model.bert import bert_config
 
     hidden, heads, vocab = dims
     blocks, special = _blocks_for_vocab(p, opts, vocab, sizes, echo, tokenizer_dir)
@@ -282,7 +282,7 @@ def bench_groups_gpu(p: Prepared, opts: BenchOptions, sizes: Sizes, echo, peak_b
                 "what": "aggregate real tokens/s of K members pre-training, each side alone after a warm-up round "
                         "(which holds any compilation: warmup_s): K fractional-GPU actors (one process and one member "
                         "each, the member loop; their peak memory summed, CUDA contexts not counted), the K as one "
-                        "stack (workers/groups.py) in one process, that stack compiled (compile: true), and one member "
+                        "stack (workers/train/groups.py) in one process, that stack compiled (compile: true), and one member "
                         "alone with the member loop, eager and compiled; members in this process start from copies of "
                         "one seeded member; share of the bf16 matmul peak measured in this run"}
 

@@ -11,7 +11,7 @@ from bench.options import BATCH_SIZE, NUM_LABELS, BenchOptions, Sizes
 from bench.prepare import Prepared
 from bench.serving import committee_members, latency_requests, soft_vote
 from bench.timing import alternate_latency, latency_ms, sync
-from workers.packed import PackedCommittee
+from workers.model.packed import PackedCommittee
 
 
 def _served(fn, device: str):

@@ -1,10 +1,10 @@
 """Write tests/data/paper_presets.json: digests of what the data loaders gave for the paper presets.
 
 The file pins the task splits and the Wikipedia article order the loaders produced before the tasks
-and corpora became datasets (workers/data.py of commit cafc95c), so tests/test_own_data.py can check
+and corpora became datasets (workers/data/loading.py of commit cafc95c), so tests/test_own_data.py can check
 that the presets still give the same examples. It was written with that older loader:
 
-    git show cafc95c:workers/data.py > /tmp/old_data.py
+    git show cafc95c:workers/data/loading.py > /tmp/old_data.py
     python tests/data/make_preset_digests.py /tmp/old_data.py
 
 Write it again only when the data root itself changes on purpose (the file records each data file's

@@ -1,0 +1,1 @@
+"""`committee distill`: the driver, its stages, their outputs on disk, the report."""

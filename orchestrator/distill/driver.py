@@ -1,0 +1,232 @@
+"""`committee distill`: a committee -> distilled training sets -> fresh students -> report.
+
+The committee is trained here exactly as `committee run` trains it (the shared stages of
+`orchestrator.run.driver`: open_run, train_members, write_run_report), or taken from a finished run
+(`--from-run RUN_DIR`: its members, tokenizer and task split; no member is trained). Then, at every
+IPC of `distill.ipc`:
+1. random_hard      random real examples + hard labels;
+2. random_single    the same examples + soft labels of the best member (by validation accuracy);
+3. random_equal     the same examples + committee soft labels, equal weights (mean probability);
+4. random_prior     the same examples + prior-weighted committee soft labels (CV-DD relabel, T = 10);
+5. selected_prior   committee-selected real examples (herding or confidence) + prior-weighted labels;
+6. recover          CV-DD recover from the examples of 1-4, guided by a pair of members drawn per IPC
+                    index (weights softmax(alpha / 5)), relabelled as in 4; recover_single: one expert
+                    (the best member) guides and labels;
+7. full             the whole training split with hard labels (upper bound); chance is reported too.
+Every soft label comes from the voting actor (`workers.train.actors.VoterActor.soft_labels`), the same actor
+and rules that vote the committee's classification. Recover chunks and students run as Ray tasks
+(the stages: `orchestrator.distill.stages`).
+
+A stopped distillation (Ctrl-C, SIGTERM, a crash) is continued with `distill_experiment(...,
+resume=True)` (`committee distill --resume RUN_DIR`): finished members, distilled sets, recover tasks
+and students are read back from disk (`orchestrator.distill.store`), the rest runs; only resources.*
+may change. With `storage.uri` the distillation's outputs are copied there at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from orchestrator.run import driver, rundir
+from orchestrator.config.distill import COMMITTEE_METHODS, DistillExperimentConfig, load_distill_config
+from orchestrator.config.loader import flatten
+from orchestrator.distill.stages import Distillation
+from orchestrator.distill.store import MIRRORED, DistillStore, Origin
+from orchestrator.run.plan import member_spec, member_specs, model_settings
+from workers.storage import checkpoint
+from workers.committee.committee import RunMembers, read_run
+from workers.errors import CommitteeError
+from workers.train.member import MemberSpec, Role, load_result
+
+log = logging.getLogger(__name__)
+
+STUDENT_BASE = "student-base"  # the pre-trained non-member a "pretrained" student starts from
+RESUMABLE_KEYS = ("resources.",)  # what `--resume` may change: where and how wide the work runs
+# sections that define the committee: with --from-run they come from the run, not from the config
+COMMITTEE_SECTIONS = ("seed", "task", "tokenizer", "model", "pretrain", "finetune", "committee", "deep")
+
+
+# ----------------------------------------------------------------------------------------------
+# checks (before anything is created)
+
+
+def check_request(cfg: DistillExperimentConfig) -> None:
+    """Refuse what cannot be distilled: an IPC above the smallest class, one member for a committee method."""
+    d = cfg.distill
+    per_class = cfg.task.train_per_class  # every class of the training split has exactly this many
+    too_big = [n for n in d.ipc if n > per_class]
+    if too_big:
+        raise CommitteeError(f"distill.ipc {too_big} is larger than the smallest class of the training split "
+                             f"({per_class} examples per class, task.train_per_class); lower distill.ipc or raise "
+                             f"task.train_per_class")
+    needs_two = [m for m in d.methods if m in COMMITTEE_METHODS]
+    if needs_two and cfg.committee.members < 2:
+        raise CommitteeError(f"distill.methods {needs_two} need a committee of at least two members, but it has "
+                             f"{cfg.committee.members} (committee.members); train a larger committee or leave "
+                             f"them out of distill.methods")
+
+
+def with_source_run(cfg: DistillExperimentConfig, from_run: Path,
+                    echo=print) -> tuple[DistillExperimentConfig, RunMembers]:
+    """The config of a distillation from a finished run: the committee's sections from the run, `distill`,
+    name, data, resources and storage from `cfg`; refused when the run's task differs from the config's."""
+    source = read_run(from_run)
+    run_cfg = source.config.model_dump(mode="json")
+    mine = cfg.model_dump(mode="json")
+    task_diffs = [f"task.{k} (run: {run_cfg['task'][k]!r}, config: {v!r})" for k, v in mine["task"].items()
+                  if run_cfg["task"][k] != v]
+    if task_diffs:
+        raise CommitteeError(f"--from-run {from_run} was trained on another task split: {'; '.join(task_diffs)}; "
+                             f"set the config's task section to the run's (e.g. as overrides) or train a new "
+                             f"committee without --from-run")
+    ignored = sorted(f"{section}.{key}" for section in COMMITTEE_SECTIONS if isinstance(mine[section], dict)
+                     for key in mine[section] if mine[section][key] != run_cfg[section][key])
+    ignored += [s for s in COMMITTEE_SECTIONS if not isinstance(mine[s], dict) and mine[s] != run_cfg[s]]
+    if ignored:
+        echo(f"the committee's settings come from {from_run}; the config's {', '.join(ignored)} are not used")
+    merged = {**run_cfg, **{k: mine[k] for k in mine if k not in COMMITTEE_SECTIONS}}
+    return DistillExperimentConfig.model_validate(merged), source
+
+
+# ----------------------------------------------------------------------------------------------
+# plan: the non-member a student starts from (the students' plan: distill_stages.student_specs)
+
+
+def student_base_spec(cfg: DistillExperimentConfig, layout: rundir.RunLayout) -> MemberSpec:
+    """A member pre-trained like the committee's with seed + committee.members (an index outside the
+    committee), of the students' shape; its fine-tuning is cut to one epoch (only its encoder is used)."""
+    spec = member_spec(cfg, Role.PRETRAINED, cfg.committee.members, str(layout.member_dir(STUDENT_BASE)))
+    return replace(spec, name=STUDENT_BASE, model=model_settings(cfg, cfg.distill.student.num_layers),
+                   finetune=replace(spec.finetune, epochs=1))
+
+
+def _finished_base(spec: MemberSpec, member_dir) -> bool:
+    done = load_result(member_dir)
+    return (done is not None and (done.seed, done.num_layers, done.pretrain_stats.get("steps"))
+            == (spec.seed, spec.model.num_layers, spec.pretrain_steps))
+
+
+# ----------------------------------------------------------------------------------------------
+# resume: a distillation's own run directory, with its own config (resources may change)
+
+
+def check_resumable(run_dir: Path) -> None:
+    """Refuse `--resume` on a directory that is not a distillation's run directory, naming what it is."""
+    run_dir = Path(run_dir)
+    hint = "give --resume the run directory of a `committee distill` (default runs/<name>)"
+    if not run_dir.is_dir():
+        raise CommitteeError(f"cannot resume {run_dir}: it {'is a file' if run_dir.exists() else 'does not exist'}; "
+                             f"{hint}")
+    if not rundir.is_run_dir(run_dir):
+        raise CommitteeError(f"cannot resume {run_dir}: it is not a run directory made by committee (no "
+                             f"{rundir.MARKER} marker); {hint}")
+    if not (run_dir / "config.yaml").is_file():
+        raise CommitteeError(f"cannot resume {run_dir}: it holds no config.yaml (the distillation was stopped before "
+                             f"it started); start it again: committee distill CONFIG --run-dir {run_dir} --overwrite")
+    rundir.check_kind(run_dir, "distill")
+
+
+def resume_source(run_dir: Path, from_run: str | Path | None, origin: Origin | None) -> Path | None:
+    """Where a resumed distillation's committee comes from: the --from-run it recorded when it started (a
+    different --from-run is refused); a directory that recorded none (an older version) takes `from_run`."""
+    if origin is None:
+        return None if from_run is None else Path(from_run)
+    if from_run is not None and Path(from_run).resolve() != origin.from_run:
+        where = ("trained its own committee" if origin.from_run is None
+                 else f"took its committee from --from-run {origin.from_run}")
+        raise CommitteeError(f"--resume {run_dir} {where}; resume it without --from-run")
+    return origin.from_run
+
+
+def check_resume(cfg: DistillExperimentConfig, run_dir: Path) -> None:
+    """A resumed distillation may change only RESUMABLE_KEYS: its finished members, sets and students were made
+    with the run's values, and a report mixing two settings would be wrong without saying so."""
+    saved = flatten(load_distill_config(Path(run_dir) / "config.yaml").model_dump(mode="json"))
+    now = flatten(cfg.model_dump(mode="json"))
+    changed = sorted(k for k in saved.keys() | now.keys()
+                     if saved.get(k) != now.get(k) and not k.startswith(RESUMABLE_KEYS))
+    if changed:
+        diffs = "; ".join(f"{k} (run: {saved.get(k)!r}, now: {now.get(k)!r})" for k in changed)
+        raise CommitteeError(f"--resume {run_dir} cannot change {diffs}: its finished stages (members, distilled "
+                             f"sets, students) were made with the run's values, and only resources.* may change; "
+                             f"resume without these overrides or start a new --run-dir")
+
+
+# ----------------------------------------------------------------------------------------------
+# the command
+
+
+def distill_experiment(cfg: DistillExperimentConfig, run_dir: str | Path, from_run: str | Path | None = None,
+                       address: str | None = None, overwrite: bool = False, resume: bool = False, command: str = "",
+                       echo=print) -> dict:
+    """Distill into `run_dir` (training the committee first unless `from_run`); returns distill.json's dict.
+
+    resume=True continues the distillation in `run_dir` (same config but RESUMABLE_KEYS; its --from-run is
+    the one it recorded): finished stages are read back from disk, the others run.
+    """
+    t_start = time.perf_counter()
+    origin = None
+    if resume:
+        origin, from_run, command = _continued(Path(run_dir), from_run, overwrite, command)
+    source = None
+    if from_run is not None:
+        rundir.check_apart(Path(run_dir), Path(from_run), "--from-run")
+        cfg, source = with_source_run(cfg, Path(from_run), echo)
+    check_request(cfg)
+    if resume:
+        check_resume(cfg, Path(run_dir))
+    layout = rundir.RunLayout.of(cfg, run_dir)
+    committee_specs = [] if source else member_specs(cfg, layout)
+    specs, base_dir = list(committee_specs), None
+    if cfg.distill.student.init == "pretrained":
+        base = student_base_spec(cfg, layout)
+        source_base = (None if source is None
+                       else rundir.RunLayout.of(source.config, source.run_dir).member_dir(STUDENT_BASE))
+        if source_base is not None and _finished_base(base, source_base):
+            base_dir = checkpoint.join(source_base, "mlm")
+        else:
+            specs.append(base)
+            base_dir = checkpoint.join(base.out_dir, "mlm")
+    run = driver.open_run(cfg, run_dir, address, overwrite=overwrite, resume=resume, specs=specs,
+                          tokenizer_path=None if source is None else source.tokenizer_dir, echo=echo)
+    try:
+        if origin is None:
+            _record_origin(run, from_run, command)
+        if source is not None:
+            echo(f"committee from {source.run_dir}: {len(source.names)} members, no member is trained"
+                 + ("; pre-training the students' base (a non-member)" if specs else ""))
+        results = driver.train_members(run, cfg, specs, echo=echo, resume=resume)
+        if source is None:
+            driver.write_run_report(run, cfg, committee_specs, results, command=command, echo=echo)
+        committee_dir = layout.run_dir if source is None else source.run_dir
+        timing = {"committee_s": time.perf_counter() - t_start, **({"resumed": True} if resume else {})}
+        out = Distillation(run, cfg, committee_dir, base_dir, echo).run(command, timing, t_start)
+        dest = layout.mirror(MIRRORED)
+        if dest is not None:
+            echo(f"distillation copied to {dest}")
+        return out
+    finally:
+        run.events.close()  # a no-op when the committee's report closed it
+        run.claim.release()
+
+
+def _continued(run_dir: Path, from_run, overwrite: bool, command: str) -> tuple[Origin | None, Path | None, str]:
+    """What a resume continues, after the checks that need no config: (its recorded origin, its --from-run,
+    the command the reports show: the one that started it)."""
+    if overwrite:
+        raise CommitteeError("--resume keeps the run directory; it cannot be combined with --overwrite")
+    check_resumable(run_dir)
+    origin = DistillStore(run_dir).read_origin()
+    return origin, resume_source(run_dir, from_run, origin), command if origin is None else origin.command
+
+
+def _record_origin(run: driver.OpenRun, from_run, command: str) -> None:
+    """Write where the committee comes from, which `--resume` reads; a failure here leaves the disk as found."""
+    try:
+        DistillStore(run.layout.run_dir).write_origin(from_run, command)
+    except BaseException:
+        run.claim.rollback()
+        raise

@@ -1,0 +1,122 @@
+"""Plans: pure functions from a validated config to the typed member specs of a run.
+
+This is the one place where the config's sections become the settings the training loops take
+(`ModelSettings`, `PretrainSettings`, `FinetuneSettings`); every command (run, sweep, distill) plans
+its members here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from workers.train.finetune import FinetuneSettings
+from workers.train.member import MemberSpec, Role
+from workers.model.bert import ModelSettings
+from workers.train.pretrain import PretrainSettings
+
+DEEP_SEED_OFFSET = 10_000  # the deep baseline's seed: base seed + this (never a member's seed)
+
+
+def model_settings(cfg, num_layers: int | None = None) -> ModelSettings:
+    m = cfg.model
+    return ModelSettings(hidden_size=m.hidden_size, num_heads=m.num_heads,
+                         num_layers=m.num_layers if num_layers is None else num_layers,
+                         intermediate_size=m.intermediate_size, max_position=m.max_position, dropout=m.dropout)
+
+
+def pretrain_settings(cfg, seed: int, max_steps: int | None = None) -> PretrainSettings:
+    p = cfg.pretrain
+    return PretrainSettings(seed=seed, max_steps=p.max_steps if max_steps is None else max_steps,
+                            batch_size=p.batch_size, lr=p.lr, weight_decay=p.weight_decay,
+                            warmup_steps=p.warmup_steps, mask_prob=p.mask_prob, precision=p.precision,
+                            checkpoint_every=p.checkpoint_every, log_every=p.log_every, compile=p.compile)
+
+
+def finetune_settings(cfg, seed: int) -> FinetuneSettings:
+    f = cfg.finetune
+    return FinetuneSettings(seed=seed, epochs=f.epochs, batch_size=f.batch_size, lr=f.lr,
+                            weight_decay=f.weight_decay, warmup_ratio=f.warmup_ratio, precision=f.precision)
+
+
+def member_spec(cfg, role: Role, index: int, out_dir: str) -> MemberSpec:
+    """One member of `role` at committee index `index` (member and scratch twin share seed = base + index)."""
+    if role is Role.DEEP:
+        seed = cfg.seed + DEEP_SEED_OFFSET
+        steps = cfg.pretrain.max_steps * (cfg.committee.members if cfg.deep.token_budget == "committee" else 1)
+        return MemberSpec("deep", role, index, seed, model_settings(cfg, cfg.deep.num_layers),
+                          pretrain_settings(cfg, seed, steps), finetune_settings(cfg, seed), out_dir)
+    seed = cfg.seed + index
+    pretrain = pretrain_settings(cfg, seed) if role is Role.PRETRAINED else None
+    return MemberSpec(member_name(role, index), role, index, seed, model_settings(cfg), pretrain,
+                      finetune_settings(cfg, seed), out_dir)
+
+
+def member_name(role: Role, index: int) -> str:
+    return {Role.PRETRAINED: f"member-{index:02d}", Role.SCRATCH: f"scratch-{index:02d}", Role.DEEP: "deep"}[role]
+
+
+def member_specs(cfg, layout) -> list[MemberSpec]:
+    """K pre-trained members, the deep model (if enabled), then K scratch members, in launch order.
+
+    Member outputs go to `layout.member_dir(name)` (a `RunLayout`: a path, or a storage URI).
+    """
+    k = cfg.committee.members
+    roles = [(Role.PRETRAINED, i) for i in range(k)]
+    if cfg.deep.enabled:
+        roles.append((Role.DEEP, 0))
+    if cfg.committee.scratch:
+        roles += [(Role.SCRATCH, i) for i in range(k)]
+    return [member_spec(cfg, role, i, str(layout.member_dir(member_name(role, i)))) for role, i in roles]
+
+
+# ----------------------------------------------------------------------------------------------
+# member groups: members one actor trains as one stacked model (workers/train/groups.py)
+
+MAX_MEMBERS_PER_ACTOR = 64  # beyond this a stack gains nothing measurable on an H200
+GPU_MEMORY_SHARE = 0.8  # of a GPU's memory that `auto` plans to fill (the rest: CUDA context, allocator slack)
+
+
+def group_key(spec: MemberSpec) -> tuple:
+    """Members with equal keys can share a stack: pre-training members of one shape and one pre-training setting
+    but the seed. A member that does not pre-train has a key of its own: it only fine-tunes, one member at a time
+    in any actor, so in a group it would wait for the others where an actor of its own runs beside them."""
+    if spec.pretrain is None:
+        return ("alone", spec.name)
+    return spec.model, replace(spec.pretrain, seed=0)
+
+
+def group_specs(specs: list[MemberSpec], members_per_actor: int) -> list[list[MemberSpec]]:
+    """The specs in groups of at most `members_per_actor` that can share a stack, in launch order (a group
+    goes where its first member would); with 1, one group per member; members that do not pre-train (scratch
+    twins) are groups of one."""
+    buckets: dict[tuple, list[MemberSpec]] = {}
+    for spec in specs:
+        buckets.setdefault(group_key(spec), []).append(spec)
+    groups = [bucket[i:i + members_per_actor] for bucket in buckets.values()
+              for i in range(0, len(bucket), members_per_actor)]
+    position = {spec.name: i for i, spec in enumerate(specs)}
+    return sorted(groups, key=lambda group: position[group[0].name])
+
+
+def auto_gpu_share(gpus_per_member: float, member_bytes: int, gpu_memory_bytes: int | None) -> float:
+    """The GPU share each member of an `auto` group asks Ray for: `gpus_per_member`, or the share of
+    GPU_MEMORY_SHARE of the GPU's memory that one member takes, when that is more. Ray packs actors on a GPU
+    by their shares alone, so without this a group cut short by memory (24 members where the share allows
+    100) would leave room for more groups on the same GPU, and together they would exceed its memory."""
+    if gpus_per_member <= 0 or not gpu_memory_bytes:
+        return gpus_per_member
+    return min(1.0, max(gpus_per_member, member_bytes / (GPU_MEMORY_SHARE * gpu_memory_bytes)))
+
+
+def auto_members_per_actor(gpus_per_member: float, member_bytes: int, gpu_memory_bytes: int | None,
+                           members: int) -> int:
+    """`resources.members_per_actor: auto`: 1 on CPU (a stack gains nothing there); on a GPU as many members as
+    one GPU holds by both measures: their GPU shares (`gpus_per_member` each, so a stack stays on one GPU)
+    and GPU_MEMORY_SHARE of its memory (`member_bytes` each); at most MAX_MEMBERS_PER_ACTOR and `members`."""
+    if gpus_per_member <= 0:
+        return 1
+    by_share = math.floor(1.0 / auto_gpu_share(gpus_per_member, member_bytes, gpu_memory_bytes) + 1e-9)
+    by_memory = MAX_MEMBERS_PER_ACTOR if not gpu_memory_bytes else math.floor(GPU_MEMORY_SHARE * gpu_memory_bytes
+                                                                              / max(1, member_bytes))
+    return max(1, min(by_share, by_memory, MAX_MEMBERS_PER_ACTOR, members))

@@ -1,0 +1,1 @@
+"""The committee of a finished run and its voting rules."""

@@ -1,0 +1,299 @@
+"""Classification tasks and pre-training corpora: the paper's presets and the user's own data.
+
+A task or a corpus is a dataset named the way Hugging Face `datasets` names one (a hub id, a
+save_to_disk folder, local csv/json/jsonl/parquet files, or for a corpus a folder of .txt files; see
+workers/data/datasets.py). The paper's data are presets of the same mechanism, read from a data root in the
+hub's schemas (workers/data/root.py, ../shared/data/README.md): ag_news and dbpedia_14 (parquet), the
+Wikipedia corpus (parquet shards), and few_rel (FewRel JSON through its own adapter, workers/data/few_rel.py:
+entity marking, a per-relation split).
+Labels are integer class ids or string class names; names become ids in sorted order (Python's `sorted`,
+by Unicode code point) unless `task.label_names` lists them, and a hub ClassLabel keeps its own order
+(workers/data/task_examples.py).
+
+Every loader checks what it reads and raises `DataError` naming the file (and row and column) at fault:
+a truncated or corrupt file, a file without rows, invalid UTF-8, a text that is not a string, a missing
+column (naming those that exist), a label that is neither an integer nor a string or is out of range, a
+class without examples or with fewer than asked for. The same checks apply to presets and to user data.
+`check_task_data` runs them on everything a run reads, so a run fails before it creates or deletes
+anything. Parsed files are cached per process, keyed by (path, mtime, size) (workers/data/cache.py), so
+the check and the run that follows read each file once.
+
+This module is the loading API (specs, `check_task_data`, corpora, `load_task`); `committee predict` reads
+its INPUT with workers/data/predict_inputs.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from workers.data.cache import cached
+from workers.data.root import (
+    PRESETS,
+    REFETCH_HINT,
+    TASK_FILES,
+    TASK_LABEL_NAMES,
+    TASK_TEXT_COLUMNS,
+    WIKIPEDIA,
+    check_task_files,
+    require_file,
+    resolve_data_root,
+    wikipedia_shards,
+)
+from workers.data.datasets import (
+    Part,
+    Source,
+    data_files_source,
+    file_identity,
+    files_source,
+    resolve_source,
+)
+from workers.data.readers import read_columns
+from workers.errors import DataError
+from workers.data.few_rel import few_rel_source
+from workers.data.task_examples import dataset_task_source, per_class_sample
+
+# the rest of the data API, re-exported: callers use these as workers.data.loading.<name>
+from workers.data.cache import clear_cache
+from workers.data.root import DATA_ENV, FEW_REL_TEST_PER_RELATION, PULL_HINT, TASK_CLASSES, default_data_root
+from workers.data.few_rel import mark_entities
+
+
+# ----------------------------------------------------------------------------------------------
+# What a task and a corpus are: presets, or the config's dataset fields
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Where a classification task's examples come from and how to read them."""
+
+    name: str
+    source: Source | None  # None for FewRel (its adapter reads `few_rel_path`)
+    text_columns: tuple[str, ...] = ("text",)  # joined by a space
+    label_column: str = "label"
+    train_split: str = "train"
+    test_split: str = "test"
+    validation_split: str | None = None  # None: validation examples are carved from train
+    label_names: tuple[str, ...] | None = None  # class names in id order; None: from the data
+    label_order: str = ""  # how names map to ids, for the report (set for presets)
+    names_in_errors: bool = True  # name classes in sampling errors ("class 2 (Sports) has ...")
+    few_rel_path: Path | None = None
+
+    def identity(self) -> list:
+        """What a cache key needs to notice changed task data."""
+        if self.few_rel_path is not None:
+            return ["few_rel", list(file_identity(self.few_rel_path, REFETCH_HINT))]
+        return self.source.identity()
+
+    def describe(self) -> str:
+        return f"FewRel JSON {self.few_rel_path}" if self.few_rel_path is not None else self.source.describe()
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """Where the pre-training documents come from: the Wikipedia preset or the config's dataset."""
+
+    source: Source
+    split: str = "train"
+    text_column: str = "text"
+    wikipedia_root: Path | None = None  # set for the preset (its messages name the data root)
+
+    def identity(self) -> list:
+        return [self.split, self.text_column, self.source.identity()]
+
+    def describe(self) -> str:
+        if self.wikipedia_root is not None:
+            return f"{WIKIPEDIA} (data root {self.wikipedia_root})"
+        return self.source.describe()
+
+
+def preset_task(root: Path, name: str) -> TaskSpec:
+    """A paper task from the data root: a dataset spec like any other (FewRel through its adapter)."""
+    if name not in PRESETS:
+        raise DataError(f"{name!r} is not a task preset ({', '.join(PRESETS)})")
+    if name == "few_rel":
+        return TaskSpec(name, None, few_rel_path=require_file(root, TASK_FILES["few_rel"][0]),
+                        label_order="relation ids sorted")
+    train, test = (require_file(root, rel) for rel in TASK_FILES[name])
+    source = files_source({"train": [train], "test": [test]}, str(root / name), hint=REFETCH_HINT)
+    return TaskSpec(name, source, TASK_TEXT_COLUMNS[name], label_names=TASK_LABEL_NAMES[name],
+                    label_order="the hub dataset's class ids", names_in_errors=False)
+
+
+def task_spec(task, data_root: str | None) -> TaskSpec:
+    """The task of a config's `task` section: the preset `task.name` from the data root when it names no
+    dataset, else the dataset it names (hub id, folder or data files) read with its columns and splits."""
+    if task.dataset is None and task.data_files is None:
+        return preset_task(resolve_data_root(data_root), task.name)
+    if task.data_files is not None:
+        source = data_files_source(task.data_files, "task.data_files")
+    else:
+        source = resolve_source(task.dataset, task.dataset_config, "task.dataset")
+    text = task.text_column
+    return TaskSpec(task.name, source, (text,) if isinstance(text, str) else tuple(text), task.label_column,
+                    task.train_split, task.test_split, task.validation_split,
+                    tuple(task.label_names) if task.label_names else None)
+
+
+def wikipedia_corpus(root: Path) -> CorpusSpec:
+    """The corpus preset: the data root's Wikipedia shards in name order, column `text`."""
+    source = files_source({"train": wikipedia_shards(root)}, str(root / "wikipedia"), hint=REFETCH_HINT)
+    return CorpusSpec(source, wikipedia_root=root)
+
+
+def corpus_spec(corpus, data_root: str | None) -> CorpusSpec:
+    """The corpus of a config's `pretrain.corpus` section: Wikipedia from the data root when it names no
+    dataset, else the dataset (a folder of .txt files, data files, a save_to_disk folder or a hub id)."""
+    if corpus is None or corpus.dataset is None:
+        return wikipedia_corpus(resolve_data_root(data_root))
+    source = resolve_source(corpus.dataset, corpus.dataset_config, "pretrain.corpus.dataset", text_folder=True)
+    return CorpusSpec(source, corpus.split, corpus.text_column)
+
+
+def check_task_data(root: Path | None, task: str | TaskSpec, train_per_class: int, val_per_class: int,
+                    test_per_class: int | None, sample_seed: int,
+                    pretrain_articles: int | None = None, order_seed: int = 0,
+                    corpus: CorpusSpec | None = None) -> None:
+    """Read and check every file a run with these settings reads, raising `DataError` on the first fault.
+
+    `task` is a preset name (read from `root`) or a TaskSpec. The task's files are parsed and sampled exactly
+    as `load_task` does (so a class short of examples fails here); with `pretrain_articles` (the larger of
+    pretrain.articles and tokenizer.train_articles) the whole corpus (`corpus`, default the Wikipedia preset of
+    `root`) is read too, since the seeded article order spans all of it. A driver calls this before it creates
+    or deletes anything; the parsed files stay cached, so the run reads none twice.
+    """
+    if isinstance(task, str):
+        check_task_files(root, task)
+        task = preset_task(root, task)
+    if pretrain_articles is not None and corpus is None:
+        corpus = wikipedia_corpus(root)
+    load_task_from(task, train_per_class, val_per_class, test_per_class, sample_seed)
+    if pretrain_articles is not None:
+        pretraining_documents(corpus, pretrain_articles, order_seed)
+
+
+# ----------------------------------------------------------------------------------------------
+# Corpora
+
+
+def _parse_documents(part: Part, text_column: str, noun: str) -> tuple[str, ...]:
+    """The documents of one part; an empty one names its file (and row)."""
+    if part.fmt == "text":
+        (text,) = read_columns(part, ("text",))["text"]
+        if not text.strip():
+            raise DataError(f"{part.path}: empty document (a corpus folder holds one document per .txt file); "
+                            f"remove the file or give it text")
+        return (text,)
+    texts = read_columns(part, (text_column,))[text_column]
+    for row, text in enumerate(texts):
+        if text is None or not text.strip():
+            raise DataError(f"{part.where} row {row} column {text_column!r}: empty {noun} text; {part.hint}")
+    return tuple(texts)
+
+
+def corpus_documents(corpus: CorpusSpec) -> list[str]:
+    """All documents of a corpus, in source order (the order the seeded permutation is applied to)."""
+    noun = "article" if corpus.wikipedia_root is not None else "document"
+    texts: list[str] = []
+    for part in corpus.source.parts(corpus.split, "pretrain.corpus.split"):
+        texts.extend(cached(part.identity(), ("corpus", corpus.text_column),
+                            lambda: _parse_documents(part, corpus.text_column, noun)))
+    if not texts:
+        raise DataError(f"the corpus {corpus.describe()} holds no documents; give pretrain.corpus.dataset some text")
+    return texts
+
+
+def article_order(n_total: int, order_seed: int) -> np.ndarray:
+    """A fixed permutation of all article indices; the first N of it is the N-article corpus."""
+    return np.random.default_rng(order_seed).permutation(n_total)  # [n_total] int64
+
+
+def pretraining_documents(corpus: CorpusSpec, n_documents: int, order_seed: int) -> list[str]:
+    """The first `n_documents` of the seeded order: a smaller corpus is always a prefix of a larger one."""
+    texts = corpus_documents(corpus)
+    if n_documents > len(texts):
+        if corpus.wikipedia_root is not None:
+            raise DataError(f"pretrain.articles={n_documents} but the data root {corpus.wikipedia_root} holds "
+                            f"{len(texts)} Wikipedia articles")
+        raise DataError(f"pretrain.articles={n_documents} but the corpus {corpus.describe()} holds {len(texts)} "
+                        f"documents; lower pretrain.articles (and tokenizer.train_articles) or add documents")
+    return [texts[i] for i in article_order(len(texts), order_seed)[:n_documents]]
+
+
+def load_wikipedia_texts(root: Path) -> list[str]:
+    """All articles' texts, in shard order (the order the seeded permutation is applied to)."""
+    return corpus_documents(wikipedia_corpus(root))
+
+
+def pretraining_articles(root: Path, n_articles: int, order_seed: int) -> list[str]:
+    """The first `n_articles` Wikipedia articles of the seeded order (the corpus preset)."""
+    return pretraining_documents(wikipedia_corpus(root), n_articles, order_seed)
+
+
+# ----------------------------------------------------------------------------------------------
+# Classification tasks
+
+
+@dataclass(frozen=True)
+class TaskSplits:
+    """Texts and integer labels of one task's train / validation / test examples."""
+
+    name: str
+    num_classes: int
+    train_texts: list[str]
+    train_labels: np.ndarray  # [n_train] int64
+    val_texts: list[str]
+    val_labels: np.ndarray  # [n_val] int64
+    test_texts: list[str]
+    test_labels: np.ndarray  # [n_test] int64
+    label_names: tuple[str, ...] = ()  # class i is label_names[i]
+    label_order: str = ""  # how the names became ids (for the report)
+    source: str = ""  # where the examples came from (for the report)
+
+
+def load_task(root: Path, name: str, train_per_class: int, val_per_class: int,
+              test_per_class: int | None, sample_seed: int) -> TaskSplits:
+    """Per-class samples of a preset task from the data root (see `load_task_from`)."""
+    return load_task_from(preset_task(root, name), train_per_class, val_per_class, test_per_class, sample_seed)
+
+
+def load_task_from(spec: TaskSpec, train_per_class: int, val_per_class: int,
+                   test_per_class: int | None, sample_seed: int) -> TaskSplits:
+    """Per-class samples of a task: train and validation from its train split (validation from its own
+    split when the task has one), test from its test split.
+
+    Every class gets `train_per_class`, `val_per_class` and `test_per_class` (all when None) examples;
+    a class the data lacks, or has too few of, fails naming the split, the file and the class.
+    """
+    src = few_rel_source(spec.few_rel_path) if spec.few_rel_path is not None else dataset_task_source(spec)
+    num_classes = len(src.label_names)
+    rng = np.random.default_rng(sample_seed)
+    if src.val_labels is None:
+        train_val_per_class = train_per_class + val_per_class
+        picked = per_class_sample(src.train_labels, num_classes, train_val_per_class, rng, src.train_what,
+                                  src.class_names)
+        picked = picked.reshape(num_classes, train_val_per_class)  # [classes, train+val]
+        train_idx = rng.permutation(picked[:, :train_per_class].ravel())
+        val_idx = picked[:, train_per_class:].ravel()
+        val_texts, val_labels = src.train_texts, src.train_labels
+    else:
+        train_idx = rng.permutation(per_class_sample(src.train_labels, num_classes, train_per_class, rng,
+                                                     src.train_what, src.class_names))
+        val_idx = per_class_sample(src.val_labels, num_classes, val_per_class, rng, src.val_what, src.class_names)
+        val_texts, val_labels = src.val_texts, src.val_labels
+    test_idx = per_class_sample(src.test_labels, num_classes, test_per_class, rng, src.test_what, src.class_names)
+    return TaskSplits(
+        name=spec.name,
+        num_classes=num_classes,
+        train_texts=[src.train_texts[i] for i in train_idx],
+        train_labels=src.train_labels[train_idx],
+        val_texts=[val_texts[i] for i in val_idx],
+        val_labels=val_labels[val_idx],
+        test_texts=[src.test_texts[i] for i in test_idx],
+        test_labels=src.test_labels[test_idx],
+        label_names=tuple(src.label_names),
+        label_order=src.label_order,
+        source=spec.describe(),
+    )

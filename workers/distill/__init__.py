@@ -1,0 +1,1 @@
+"""Distillation: distilled sets, CV-DD's recover, students."""

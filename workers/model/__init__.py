@@ -1,0 +1,1 @@
+"""Models: BERT builders, stacked and packed members, precision and devices."""

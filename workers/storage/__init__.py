@@ -1,0 +1,1 @@
+"""Storage: checkpoints and their format, paths and URIs, TensorBoard events."""

@@ -1,0 +1,1 @@
+"""Text: the tokenizer and its WordPiece learner, corpora as token arrays, masking, token overlap."""
