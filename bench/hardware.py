@@ -12,6 +12,7 @@ import os
 
 from workers.model.precision import cpu_model, native_bf16, probe, resolve  # what precision: auto uses
 
+
 def precision_report(device: str, setting: str) -> dict:
     """The precisions the loops run in and why, resolved as a member resolves `precision:`.
 

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from bench.timing import sync
-from workers.text.corpus import Ragged
-from workers.train.finetune import FinetuneSettings, bucketed_batches, finetune_step, pad_batch
-from workers.text.masking import IGNORE_INDEX, mask_tokens
 from workers.model.bert import build_classifier, build_mlm, init_from_streams
+from workers.text.corpus import Ragged
+from workers.text.masking import IGNORE_INDEX, mask_tokens
+from workers.train.finetune import FinetuneSettings, bucketed_batches, finetune_step, pad_batch
 from workers.train.pretrain import PretrainSettings, SpecialIds, autocast, batch_at, mlm_loss, train_step
 from workers.train.schedule import make_optimizer
 from workers.train.seeds import numpy_rng, seed_global_torch, torch_generator

@@ -109,3 +109,20 @@ def run_bench(opts: BenchOptions, echo=print) -> dict:
     result["targets"] = targets(result)
     result["wall_s"] = time.perf_counter() - t0
     return result
+
+
+def bench_command(json_path, echo, model: str | None, quick: bool, device: str, precision: str, **options) -> dict:
+    """`committee bench`: the table on stdout (progress on stderr), the figures as JSON at `json_path` if given."""
+    from bench.report import format_table, write_json
+    from workers.errors import CommitteeError
+
+    if device not in ("cpu", "cuda") or precision not in ("auto", "bf16", "fp32"):
+        raise CommitteeError("--device is cpu or cuda; --precision is auto, bf16 or fp32")
+    opts = BenchOptions(model=model or ("tiny" if quick else "bert1"), quick=quick, device=device,
+                        precision=precision, **options)
+    result = run_bench(opts, echo=lambda msg: echo(msg, err=True))
+    echo(format_table(result))
+    if json_path:
+        write_json(result, json_path)
+        echo(f"wrote {json_path}")
+    return result

@@ -1,4 +1,5 @@
-"""The `committee` command line."""
+"""The `committee` command line: each command parses its arguments, calls one function, and maps errors to
+exit codes (2: a user error, with its message and no traceback; 130 / 143: stopped by Ctrl-C / SIGTERM)."""
 
 from __future__ import annotations
 
@@ -23,19 +24,31 @@ app.add_typer(data_app, name="data")
 EXIT_USER_ERROR = 2
 
 
-_SIGTERM_SEEN: list[bool] = []
+class SigtermAsInterrupt:
+    """The SIGTERM handler (`ray job stop`, Kubernetes, a batch scheduler): handled like Ctrl-C, raised as a
+    KeyboardInterrupt (`Stopped(terminated=True)`), which Ray's blocking calls pass through cleanly. It also
+    remembers that it came: Ray's signal checks inside a blocking call can re-raise it as a plain
+    KeyboardInterrupt, and the exit code must still say SIGTERM."""
 
+    def __init__(self):
+        self.received = False
 
-def _on_sigterm(signum, frame):
-    """SIGTERM (`ray job stop`, Kubernetes, a batch scheduler) is handled like Ctrl-C: raised as
-    KeyboardInterrupt, which Ray's blocking calls pass through cleanly; the exit code tells them apart."""
-    _SIGTERM_SEEN.append(True)
-    raise KeyboardInterrupt
+    def __call__(self, signum, frame):
+        from orchestrator.run.rundir import Stopped
+
+        self.received = True
+        raise Stopped(terminated=True)
+
+    @staticmethod
+    def seen() -> bool:
+        """Whether the installed SIGTERM handler is this one and was called."""
+        return getattr(signal.getsignal(signal.SIGTERM), "received", False)
 
 
 def user_errors(fn):
     """Turn a CommitteeError into its message on stderr and exit code 2, without a traceback;
-    Ctrl-C and SIGTERM stop the work (members included) and exit 130 / 143."""
+    Ctrl-C and SIGTERM stop the work (members included) and exit 130 / 143, naming the command that
+    continues the run directory when there is one (`orchestrator.run.rundir.continuable`)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
@@ -43,60 +56,27 @@ def user_errors(fn):
         except CommitteeError as exc:
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
             raise typer.Exit(EXIT_USER_ERROR) from None
-        except KeyboardInterrupt:
-            if _SIGTERM_SEEN:
-                typer.secho("terminated (SIGTERM)" + _resume_hint(), err=True)
-                raise typer.Exit(143) from None
-            typer.secho("interrupted (Ctrl-C)" + _resume_hint(), err=True)
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as exc:
+            from orchestrator.run.rundir import was_terminated
+
+            terminated = was_terminated(exc) or SigtermAsInterrupt.seen()
+            hint = getattr(exc, "continue_with", None)
+            typer.secho(("terminated (SIGTERM)" if terminated else "interrupted (Ctrl-C)")
+                        + (f"; members were stopped. Continue with: {hint}" if hint else ""), err=True)
+            raise typer.Exit(143 if terminated else 130) from None
     return wrapper
 
 
-_RESUMABLE: list[Path] = []  # the run directory a command works in, once it has one
-_RESUME_KIND: list[str] = []  # which command continues it (default: run)
-
-
-def _resume_hint() -> str:
-    from orchestrator.run import rundir
-
-    run_dir = _RESUMABLE[-1] if _RESUMABLE else None
-    if run_dir is None or not (run_dir / "config.yaml").is_file():
-        return ""
-    kind = _RESUME_KIND[-1] if _RESUME_KIND else "run"
-    return f"; members were stopped. Continue with: {rundir.continue_command(run_dir, kind)}"
+def invocation() -> str:
+    """The command line as typed (`committee run configs/x.yaml ...`), quoted: what reports show."""
+    return "committee " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
 OVERRIDES = typer.Argument(None, help="dotted overrides, e.g. committee.members=8 pretrain.max_steps=200")
-
-
-def _config_and_overrides(command: str, config: str | None, overrides: list[str] | None, run_dir: Path | None,
-                          overwrite: bool, resume: Path | None, check=None) -> tuple[str, list[str]]:
-    """The config file and overrides of `committee COMMAND`: with --resume the run's own config.yaml unless a
-    file is given (a first argument with '=' that is no file is an override); `check(resume)` vets the run
-    directory before its config is read."""
-    overrides = list(overrides or [])
-    if resume is None:
-        if config is None:
-            raise CommitteeError(f"give a config YAML (committee {command} CONFIG), or --resume RUN_DIR")
-        return config, overrides
-    if run_dir is not None and run_dir != resume:
-        raise CommitteeError("--resume RUN_DIR continues that run directory; leave out --run-dir")
-    if overwrite:
-        raise CommitteeError("--resume keeps the run directory; it cannot be combined with --overwrite")
-    if check is not None:
-        check(resume)
-    if config is not None and "=" in config and not Path(config).is_file():
-        overrides.insert(0, config)  # `committee COMMAND --resume DIR key=value`: no config given
-        config = None
-    if config is None and not (resume / "config.yaml").is_file():
-        what = "does not exist" if not resume.exists() else "holds no config.yaml"
-        raise CommitteeError(f"{resume} {what}: --resume takes the directory of an interrupted "
-                             f"`committee {command}` (it holds the run's config.yaml)")
-    return config or str(resume / "config.yaml"), overrides
-
-
-def _target(name: str, run_dir: Path | None, resume: Path | None) -> Path:
-    return resume if resume is not None else (run_dir if run_dir is not None else Path("runs") / name)
+RUN_DIR = typer.Option(None, "--run-dir", help="default: runs/<name>")
+ADDRESS = typer.Option(None, "--address", help="an existing Ray cluster: auto, ray://HOST:10001 or HOST:6379; "
+                                               "absent: Ray starts in-process")
+OVERWRITE = typer.Option(False, "--overwrite", help="replace an existing run directory")
 
 
 @app.command()
@@ -105,11 +85,9 @@ def run(
     config: Optional[str] = typer.Argument(None, help="experiment YAML (see configs/); with --resume it may be "
                                                       "left out (the run's own config.yaml is used)"),
     overrides: Optional[List[str]] = OVERRIDES,
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="default: runs/<name>"),
-    address: Optional[str] = typer.Option(None, "--address",
-                                          help="an existing Ray cluster: auto, ray://HOST:10001 or HOST:6379; "
-                                               "absent: Ray starts in-process"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing run directory"),
+    run_dir: Optional[Path] = RUN_DIR,
+    address: Optional[str] = ADDRESS,
+    overwrite: bool = OVERWRITE,
     resume: Optional[Path] = typer.Option(None, "--resume", help="continue the interrupted run in RUN_DIR: "
                                           "finished members are kept, the others resume from their checkpoints; "
                                           "only resources.* and committee.members may be overridden"),
@@ -119,21 +97,9 @@ def run(
                                                    "agree on seed, model, tokenizer and pretrain; the task may differ"),
 ):
     """Pre-train the committee, fine-tune every member, vote, and write the report."""
-    from orchestrator.run import rundir
-    from orchestrator.config.experiment import load_config
-    from orchestrator.run.driver import run_experiment
+    from orchestrator.run.driver import run_command
 
-    config, overrides = _config_and_overrides("run", config, overrides, run_dir, overwrite, resume,
-                                              check=lambda d: rundir.check_kind(d, "run"))
-    if pretrained_from is not None and resume is not None:
-        raise CommitteeError("--resume continues a run that already holds the members it took with "
-                             "--pretrained-from; leave out --pretrained-from")
-    cfg = load_config(config, overrides)
-    target = _target(cfg.name, run_dir, resume)
-    _RESUMABLE.append(target)
-    command = "committee run " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    run_experiment(cfg, target, address=address, overwrite=overwrite, command=command, echo=typer.echo,
-                   resume=resume is not None, pretrained_from=pretrained_from)
+    run_command(config, overrides, run_dir, resume, address, overwrite, pretrained_from, invocation(), typer.echo)
 
 
 @app.command()
@@ -145,100 +111,49 @@ def distill(
     overrides: Optional[List[str]] = OVERRIDES,
     from_run: Optional[Path] = typer.Option(None, "--from-run", help="a finished `committee run` directory: use its "
                                             "members, tokenizer and task split (no member is trained)"),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="default: runs/<name>"),
-    address: Optional[str] = typer.Option(None, "--address", help="an existing Ray cluster (as for `committee run`); "
-                                          "absent: Ray starts in-process"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing run directory"),
+    run_dir: Optional[Path] = RUN_DIR,
+    address: Optional[str] = ADDRESS,
+    overwrite: bool = OVERWRITE,
     resume: Optional[Path] = typer.Option(None, "--resume", help="continue the stopped distillation in RUN_DIR: "
                                           "finished members, distilled sets, recover tasks and students are kept, "
                                           "the rest runs; only resources.* may be overridden"),
 ):
     """Distil the training set with the committee (CV-DD) and train fresh students on the distilled sets."""
-    from orchestrator.config.distill import load_distill_config
-    from orchestrator.distill.driver import check_resumable, distill_experiment
+    from orchestrator.distill.driver import distill_command
 
-    config, overrides = _config_and_overrides("distill", config, overrides, run_dir, overwrite, resume,
-                                              check=check_resumable)
-    cfg = load_distill_config(config, overrides)
-    target = _target(cfg.name, run_dir, resume)
-    _RESUMABLE.append(target)
-    _RESUME_KIND.append("distill")
-    command = "committee distill " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    distill_experiment(cfg, target, from_run=from_run, address=address, overwrite=overwrite,
-                       resume=resume is not None, command=command, echo=typer.echo)
-
-
-@app.command()
-@user_errors
-def validate(config: Path = typer.Argument(..., help="experiment YAML"), overrides: Optional[List[str]] = OVERRIDES):
-    """Check a config (keys, types, ranges) and its data (a sweep file: every point; a distill file: its request)."""
-    from orchestrator.config.loader import command_of, load_raw
-
-    section = command_of(load_raw(config))
-    if section == "sweep":
-        return _validate_sweep(config, overrides or [])
-    from orchestrator.config.experiment import load_config
-    from orchestrator.config.distill import load_distill_config
-    from orchestrator.run.prepare import check_data
-
-    if section == "distill":
-        from orchestrator.distill.driver import check_request
-
-        cfg = load_distill_config(config, overrides or [])
-        check_request(cfg)
-    else:
-        cfg = load_config(config, overrides or [])
-    root = check_data(cfg)
-    where = f"data root {root}" if root is not None else "your own task and corpus"
-    typer.echo(f"{config}: valid ({cfg.committee.members} members, task {cfg.task.name}, {where})")
-
-
-def _validate_sweep(config: Path, overrides: list[str]) -> None:
-    from orchestrator.config.sweep import load_sweep_config
-    from orchestrator.sweep.driver import check_sweep
-    from orchestrator.sweep.space import with_reference_tokenizer
-
-    cfg = with_reference_tokenizer(load_sweep_config(config, overrides))
-    data_points = check_sweep(cfg)
-    typer.echo(f"{config}: valid sweep ({cfg.sweep.search} search over {len(cfg.sweep.space)} key(s), "
-               f"{cfg.sweep.seeds} seed(s) per point, {len(data_points)} data configuration(s), task "
-               f"{cfg.experiment.task.name})")
+    distill_command(config, overrides, from_run, run_dir, resume, address, overwrite, invocation(), typer.echo)
 
 
 @app.command()
 @user_errors
 def sweep(
-    config: Path = typer.Argument(..., help="sweep YAML: an experiment plus a sweep: section (see configs/sweep_*.yaml); "
-                                  "with --resume, the sweep's directory instead (its own config.yaml is used)"),
+    config: Optional[str] = typer.Argument(None, help="sweep YAML: an experiment plus a sweep: section (see "
+                                           "configs/sweep_*.yaml); with --resume it may be left out (the sweep's "
+                                           "own config.yaml is used)"),
     overrides: Optional[List[str]] = typer.Argument(None, help="dotted overrides, e.g. sweep.seeds=2 "
                                                     "finetune.epochs=4 sweep.space.pretrain.articles.grid=[50,200]"),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="default: runs/<name>"),
-    address: Optional[str] = typer.Option(None, "--address", help="an existing Ray cluster (auto, ray://HOST:10001 "
-                                          "or HOST:6379); absent: Ray starts in-process"),
+    run_dir: Optional[Path] = RUN_DIR,
+    address: Optional[str] = ADDRESS,
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing sweep directory"),
-    resume: bool = typer.Option(False, "--resume", help="continue an interrupted sweep: `--resume DIR`, or "
-                                "`CONFIG --resume [--run-dir DIR]` (default runs/<name>); finished trials are "
-                                "kept, the others run"),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="continue the interrupted sweep in RUN_DIR: "
+                                          "finished trials are kept, the others run; only resources.*, "
+                                          "sweep.max_concurrent_trials and sweep.max_failures may be overridden"),
 ):
     """Sweep config points on Ray Tune: each trial pre-trains one member and fine-tunes it beside its scratch
     twin; per point: mean gap with a 95% interval over seeds, the committees' vote, overlap and size."""
-    from orchestrator.run import rundir
-    from orchestrator.config.sweep import load_sweep_config
-    from orchestrator.sweep.driver import run_sweep
+    from orchestrator.sweep.driver import sweep_command
 
-    if resume and overwrite:
-        raise CommitteeError("--resume keeps the sweep directory; it cannot be combined with --overwrite")
-    if resume and (config.is_dir() or not config.exists()):  # `--resume DIR`, the form run and distill take
-        saved, overrides = _config_and_overrides("sweep", None, overrides, run_dir, overwrite, config,
-                                                 check=lambda d: rundir.check_kind(d, "sweep"))
-        run_dir, config = config, Path(saved)
-    elif config.is_dir():
-        raise CommitteeError(f"{config} is a directory: give a sweep YAML (committee sweep CONFIG), or continue "
-                             f"the sweep in it with: {rundir.continue_command(config, 'sweep')}")
-    cfg = load_sweep_config(config, list(overrides or []))
-    target = run_dir if run_dir is not None else Path("runs") / cfg.experiment.name
-    command = "committee sweep " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    run_sweep(cfg, target, address=address, overwrite=overwrite, resume=resume, command=command, echo=typer.echo)
+    sweep_command(config, overrides, run_dir, resume, address, overwrite, invocation(), typer.echo)
+
+
+@app.command()
+@user_errors
+def validate(config: Path = typer.Argument(..., help="a run, sweep or distill YAML"),
+             overrides: Optional[List[str]] = OVERRIDES):
+    """Check a config (keys, types, ranges) and its data (a sweep file: every point; a distill file: its request)."""
+    from orchestrator.validate import validate_command
+
+    typer.echo(validate_command(config, overrides))
 
 
 @app.command()
@@ -252,59 +167,19 @@ def predict(
 ):
     """Label texts with a finished run's committee: one JSON line per example with its label, label name,
     soft-label vector and member agreement; with labels in INPUT, the committee's accuracy too."""
-    import json
+    from orchestrator.run.finished import predict_command
 
-    from workers.data.predict_inputs import label_ids_for, predict_inputs
-    from workers.committee.voting import RULES
-
-    if rule not in RULES:
-        raise CommitteeError(f"--rule {rule!r} is not a voting rule; choose from {', '.join(RULES)}")
-    if not (run_dir / "report.json").is_file():
-        from orchestrator.run import rundir
-
-        if not run_dir.exists():
-            what = "does not exist"
-        elif rundir.kind_of(run_dir) == "sweep":
-            what = f"is {rundir.KINDS['sweep']}, not a run"
-        else:
-            what = "is not a finished run (it holds no report.json)"
-        raise CommitteeError(f"{run_dir} {what}; give the directory of a `committee run` that finished, e.g. "
-                             f"runs/<name>")
-    texts, raw_labels = predict_inputs(input_path, committee_task(run_dir))  # checked before loading weights
-    from workers.committee.committee import Committee
-
-    committee = Committee.from_run(run_dir)
-    predictions = committee.predict(texts, rule=rule)
-    lines = "".join(json.dumps(record) + "\n" for record in predictions.records())
-    if out is None:
-        typer.echo(lines, nl=False)
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(lines)
-        typer.echo(f"wrote {len(texts)} predictions to {out}", err=True)
-    if raw_labels is not None:
-        truth = label_ids_for(raw_labels, committee.label_names(predictions.soft_labels.shape[1]), str(input_path))
-        typer.echo(f"committee accuracy ({rule} vote) on {len(truth)} labelled examples of {input_path}: "
-                   f"{float((predictions.labels == truth).mean()):.4f}", err=True)
-
-
-def committee_task(run_dir: Path):
-    """The task section of a run's config.yaml (what a predict INPUT is read as)."""
-    from orchestrator.config.experiment import validate_dict
-    from orchestrator.config.loader import load_raw
-
-    raw = load_raw(run_dir / "config.yaml")
-    raw.pop("distill", None)
-    return validate_dict(raw, source=str(run_dir / "config.yaml")).task
+    predict_command(run_dir, input_path, rule, out, typer.echo)
 
 
 @app.command("show-config")
 @user_errors
-def show_config(config: Path = typer.Argument(..., help="experiment YAML"), overrides: Optional[List[str]] = OVERRIDES):
+def show_config(config: Path = typer.Argument(..., help="a run, sweep or distill YAML"),
+                overrides: Optional[List[str]] = OVERRIDES):
     """Print the resolved config (defaults filled in, overrides applied)."""
-    from orchestrator.config.experiment import load_config, to_yaml
+    from orchestrator.config.commands import show
 
-    typer.echo(to_yaml(load_config(config, overrides or [])), nl=False)
+    typer.echo(show(config, overrides), nl=False)
 
 
 @app.command()
@@ -326,20 +201,10 @@ def bench(
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="a saved tokenizer (default: train and cache one)"),
 ):
     """Side-by-side throughput and latency: the authors' loops against the project's, on real text."""
-    from bench.options import BenchOptions
-    from bench.report import format_table, write_json
-    from bench.run import run_bench
+    from bench.run import bench_command
 
-    if device not in ("cpu", "cuda") or precision not in ("auto", "bf16", "fp32"):
-        raise typer.BadParameter("--device is cpu or cuda; --precision is auto, bf16 or fp32")
-    opts = BenchOptions(model=model or ("tiny" if quick else "bert1"), quick=quick, device=device,
-                        precision=precision, members=members, workers=workers, data_root=data_root,
-                        cache_dir=cache_dir, tokenizer=tokenizer)
-    result = run_bench(opts, echo=lambda msg: typer.echo(msg, err=True))
-    typer.echo(format_table(result))
-    if json_path:
-        write_json(result, json_path)
-        typer.echo(f"wrote {json_path}")
+    bench_command(json_path, typer.echo, model=model, quick=quick, device=device, precision=precision,
+                  members=members, workers=workers, data_root=data_root, cache_dir=cache_dir, tokenizer=tokenizer)
 
 
 @data_app.command("pull")
@@ -360,7 +225,7 @@ def main() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, SigtermAsInterrupt())
     app()
 
 

@@ -29,8 +29,8 @@ def measure(nodes: int, members: int, steps: int) -> dict:
     import ray
     from ray.cluster_utils import Cluster
 
-    from orchestrator.run import driver
     from orchestrator.config.experiment import load_config
+    from orchestrator.run import driver
 
     sim = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     for _ in range(nodes):

@@ -28,10 +28,10 @@ SEEDS = (3, 4, 5)
 
 def blocks_and_special(tokenizer_dir: str):
     """64-token blocks of the first 60 articles of the seeded order, with the given tokenizer."""
-    from workers.text.corpus import encode, pack_blocks
     from workers.data.loading import pretraining_articles, resolve_data_root
-    from workers.train.pretrain import SpecialIds
+    from workers.text.corpus import encode, pack_blocks
     from workers.text.tokenizer import load_tokenizer
+    from workers.train.pretrain import SpecialIds
 
     tokenizer = load_tokenizer(tokenizer_dir)
     special = SpecialIds.of(tokenizer)
@@ -66,9 +66,9 @@ def solo_curve(blocks, special, device: str, compiled: bool) -> list[float]:
 
 
 def group_curves(blocks, special, device: str, compiled: bool) -> list[list[float]]:
+    from workers.model.stacked import StackedMLM
     from workers.train.groups import group_optimizer, group_train_step
     from workers.train.pretrain import batch_at
-    from workers.model.stacked import StackedMLM
 
     group = [settings(seed, compiled) for seed in SEEDS]
     model = StackedMLM([member(special, seed) for seed in SEEDS], device=device).train()

@@ -35,10 +35,10 @@ def data_root() -> Path:
 @pytest.fixture(scope="session")
 def small_corpus(data_root) -> dict:
     """40 real articles, a 600-token tokenizer and their 64-token blocks (packed and padded), for loop tests."""
-    from workers.text.corpus import encode, pack_blocks, truncate_articles
     from workers.data.loading import pretraining_articles
-    from workers.train.pretrain import SpecialIds
+    from workers.text.corpus import encode, pack_blocks, truncate_articles
     from workers.text.tokenizer import train_wordpiece
+    from workers.train.pretrain import SpecialIds
 
     articles = pretraining_articles(data_root, 40, order_seed=0)
     tokenizer = train_wordpiece(articles, 600)

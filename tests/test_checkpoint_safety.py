@@ -18,10 +18,11 @@ import subprocess
 import pytest
 import torch
 
-from workers.storage import checkpoint, files as storage
-from workers.text.corpus import encode, pack_blocks
 from workers.errors import CheckpointError, CommitteeError
 from workers.model.bert import bert_config, build_mlm
+from workers.storage import checkpoint
+from workers.storage import files as storage
+from workers.text.corpus import encode, pack_blocks
 from workers.train.pretrain import RESUME_KEYS, PretrainSettings, SpecialIds, batch_at, pretrain, train_step
 from workers.train.schedule import make_optimizer
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from workers.model.bert import bert_config, build_mlm
 from workers.storage import checkpoint
 from workers.train.member import MemberResult, load_result, save_result
-from workers.model.bert import bert_config, build_mlm
 from workers.train.pretrain import PretrainSettings, SpecialIds, pretrain
 
 SPECIAL = SpecialIds(pad=0, cls=1, sep=2, mask=3, unk=4, vocab_size=200)

@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 import torch
 
+from workers.model.bert import bert_config, build_mlm, init_from_streams
+from workers.model.stacked import DropoutStreams, StackedMLM, _stack_losses_drawn, masked_rows, stack_losses
+from workers.text.masking import mask_tokens
 from workers.train import pretrain as member_loop
 from workers.train.groups import group_optimizer, group_train_step
-from workers.text.masking import mask_tokens
-from workers.model.bert import bert_config, build_mlm, init_from_streams
 from workers.train.pretrain import PretrainSettings, batch_at, train_step
 from workers.train.schedule import make_optimizer
 from workers.train.seeds import torch_generator
-from workers.model.stacked import DropoutStreams, StackedMLM, _stack_losses_drawn, masked_rows, stack_losses
 
 STEPS = 4
 
@@ -131,6 +131,7 @@ def test_inductor_group_has_the_eager_curves(corpus, monkeypatch):
 
 def test_compile_is_off_by_default_and_the_config_key_reaches_every_pretraining_member():
     from conftest import SMOKE
+
     from orchestrator.config.experiment import load_config
     from orchestrator.run.plan import member_spec
     from workers.train.member import Role

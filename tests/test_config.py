@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import run_cli
-from orchestrator.config.experiment import MAX_BASE_SEED, ExperimentConfig, load_config, to_yaml, validate_dict
+
+from orchestrator.config.commands import to_yaml
 from orchestrator.config.distill import load_distill_config
+from orchestrator.config.experiment import MAX_BASE_SEED, ExperimentConfig, load_config, validate_dict
+from orchestrator.config.loader import PlainDumper, apply_overrides, load_raw
 from orchestrator.config.reference import describe_fields
 from orchestrator.config.sweep import load_sweep_config
-from orchestrator.config.loader import PlainDumper, apply_overrides, load_raw
 from workers.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,9 +43,23 @@ def test_every_shipped_config_loads_and_names_its_command(path):
             load_config(path)  # `committee run` refuses the sweep: section
 
 
-def test_required_presets_exist():
-    names = {p.name for p in CONFIGS}
-    assert {"smoke.yaml", "quickstart.yaml", "paper_agnews.yaml", "paper_dbpedia.yaml", "paper_fewrel.yaml"} <= names
+def test_required_presets_hold_their_settings():
+    """The presets the docs name exist and hold what the docs say of them; the paper configs the authors' shapes
+    and recipe (BERT-1 hidden 768 / 12 heads against BERT-6, seq 128 truncated, batch 32, AdamW 5e-5 for 50 epochs,
+    the per-class sizes of each task)."""
+    smoke, quick = load_config(REPO / "configs/smoke.yaml"), load_config(REPO / "configs/quickstart.yaml")
+    assert (smoke.committee.members, smoke.deep.enabled, smoke.deep.num_layers, smoke.task.name) == (2, True, 2, "ag_news")
+    assert (quick.committee.members, quick.model.hidden_size, quick.pretrain.max_steps * quick.pretrain.batch_size
+            * quick.pretrain.seq_len, quick.deep.enabled) == (4, 128, 1_638_400, False)
+    sizes = {"paper_agnews": ("ag_news", 1000), "paper_dbpedia": ("dbpedia_14", 100), "paper_fewrel": ("few_rel", 560)}
+    for name, (task, train_per_class) in sizes.items():
+        cfg = load_config(REPO / "configs" / f"{name}.yaml")
+        assert (cfg.task.name, cfg.task.train_per_class) == (task, train_per_class), name
+        m, p, f = cfg.model, cfg.pretrain, cfg.finetune
+        assert (m.hidden_size, m.num_heads, m.num_layers, m.max_position, cfg.deep.num_layers) == (768, 12, 1, 128, 6)
+        assert (p.mode, p.seq_len, p.batch_size, p.lr, p.weight_decay, p.mask_prob) == ("truncate", 128, 32, 5e-5, 0.01, 0.15)
+        assert (f.epochs, f.batch_size, f.lr) == (50, 32, 5e-5), name
+        assert p.max_steps * p.batch_size == 50 * p.articles, "50 epochs over the articles"
 
 
 def test_header_commands_of_committee_vs_deep_can_take_its_pre_training():

@@ -8,21 +8,21 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-
 from conftest import SMOKE
-from orchestrator.run import report
+
 from orchestrator.config.experiment import load_config
+from orchestrator.run import report
 from orchestrator.run.monitor import finished_results, progress_line
 from orchestrator.run.plan import member_specs
 from orchestrator.run.rundir import RunLayout
-from workers.text.corpus import Ragged
+from workers.committee.voting import committee_report
 from workers.errors import CommitteeError
+from workers.model.bert import build_mlm, init_from_streams
+from workers.text.corpus import Ragged
 from workers.train.finetune import bucketed_batches
 from workers.train.member import MemberResult, Role, SharedArrays, classifier_for, save_result
-from workers.model.bert import build_mlm, init_from_streams
 from workers.train.pretrain import SpecialIds
 from workers.train.seeds import numpy_rng, stream_seed
-from workers.committee.voting import committee_report
 
 SPECIAL = SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4, vocab_size=2000)
 
@@ -103,7 +103,8 @@ def test_members_with_other_settings_share_one_put_of_the_arrays(ray_local, tmp_
              replace(base, out_dir=str(tmp_path / "c"))]
     board = ProgressBoard.remote()
     actors = [MemberActor.remote(1) for _ in specs]
-    results = ray_local.get([a.run.remote(s, arrays_ref, board) for a, s in zip(actors, specs)])
+    results = [r[s.name] for r, s in zip(ray_local.get([a.run_group.remote([s], arrays_ref, board)
+                                                         for a, s in zip(actors, specs)]), specs)]
     first, slower, again = (r.pretrain_stats["final_loss"] for r in results)
     assert first != slower, "a different learning rate trains differently"
     assert first == again, "the same settings on the same arrays train identically"
@@ -168,4 +169,9 @@ def test_report_is_built_from_results_and_votes(four_member_specs):
     assert [p["pretrained_accuracy"] for p in out["committee_curve"]] == votes["pretrained"]["curve"]
     assert out["timing"]["pretrain_tokens_per_s"] == pytest.approx(50.0)  # 4 x 100 tokens in 4 x 2 s
     md = report.markdown(out, RunLayout.of(cfg, "runs/x").run_dir, "committee run x.yaml")
-    assert "| soft |" in md and "committee run x.yaml" in md
+    pct = lambda arm, rule: f"{100 * votes[arm]['rules'][rule]['test_accuracy']:.1f}"  # noqa: E731
+    for rule in ("soft", "logit", "hard", "weighted"):  # each vote's row holds both committees' accuracies
+        assert f"| {rule} | {pct('pretrained', rule)} | {pct('scratch', rule)} |" in md.splitlines()
+    reproduce = md.split("## Reproduce", 1)[1].split("```")[1].strip().splitlines()
+    assert reproduce[0] == "committee run x.yaml"
+    assert reproduce[1].startswith("committee run runs/x/config.yaml --run-dir runs/x-again")

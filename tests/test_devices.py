@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import SMOKE
 
 from orchestrator.config.experiment import load_config
-from workers.model import devices
 from workers.errors import ConfigError
-from conftest import SMOKE
+from workers.model import devices
 
 
 def test_the_device_follows_the_ray_grant_not_the_hardware():

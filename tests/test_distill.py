@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_cli
-from workers.distill import sets as wd
-from workers.distill import recover as wr
-from workers.train.finetune import FinetuneSettings, finetune_step, soft_target_loss
+
 from workers.committee.voting import accuracy, aggregate, prior_weights, soft_labels
+from workers.distill import recover as wr
+from workers.distill import sets as wd
+from workers.train.finetune import FinetuneSettings, finetune_step, soft_target_loss
 
 REPO = Path(__file__).resolve().parents[1]
 DISTILL_SMOKE = REPO / "configs" / "distill_smoke.yaml"
@@ -148,15 +148,15 @@ def distill_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def committee_and_arrays(distill_run):
     from orchestrator.config.distill import load_distill_config
+    from orchestrator.run.finished import load_committee
     from orchestrator.run.prepare import prepare
-    from workers.committee.committee import Committee
 
     run_dir, _, _ = distill_run
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the 2 shared cores: one thread is several times faster than two here
     cfg = load_distill_config(run_dir / "config.yaml")
     arrays = prepare(cfg, tokenizer_path=run_dir / "tokenizer", echo=lambda *_: None).arrays
-    yield Committee.from_run(run_dir), arrays
+    yield load_committee(run_dir), arrays
     torch.set_num_threads(threads)
 
 
@@ -365,7 +365,7 @@ def test_an_unfinished_run_exits_2_before_any_work(distill_run, tmp_path):
     target = tmp_path / "target"
     proc = run_cli("distill", DISTILL_SMOKE, "--from-run", half, "--run-dir", target, timeout=120)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "is not a finished run: it has no report.json" in proc.stderr
+    assert "is not a finished run (it holds no report.json)" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout and not target.exists()
 
 

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO, run_cli
+
 from orchestrator.distill.store import DistillStore
 from orchestrator.run.rundir import MARKER, RunLayout
-from workers.distill import sets as wd
 from workers.distill import recover as wr
-from workers.text.corpus import Ragged
+from workers.distill import sets as wd
 from workers.errors import CommitteeError
+from workers.text.corpus import Ragged
 
 DISTILL_SMOKE = REPO / "configs" / "distill_smoke.yaml"
 
@@ -140,7 +140,7 @@ def test_a_student_counts_as_finished_only_with_its_whole_row(tmp_path):
 
 def distill_dir(tmp_path: Path, overrides: list[str] | None = None, from_run=None) -> Path:
     """A distillation's run directory as one leaves it when stopped after it started."""
-    from orchestrator.config.experiment import to_yaml
+    from orchestrator.config.commands import to_yaml
     from orchestrator.config.distill import load_distill_config
 
     run_dir = tmp_path / "distill_smoke"
@@ -152,9 +152,9 @@ def distill_dir(tmp_path: Path, overrides: list[str] | None = None, from_run=Non
 
 
 @pytest.mark.parametrize("overrides, from_run, message", [
-    (["distill.student.steps=5"], None, "cannot change distill.student.steps (run: 30, now: 5)"),
-    (["committee.members=4"], None, "cannot change committee.members (run: 3, now: 4)"),
-    (["distill.ipc=[1]", "seed=3"], None, "cannot change distill.ipc (run: [1, 4], now: [1]); seed (run: 0, now: 3)"),
+    (["distill.student.steps=5"], None, "cannot change distill.student.steps (saved: 30, now: 5)"),
+    (["committee.members=4"], None, "cannot change committee.members (saved: 3, now: 4)"),
+    (["distill.ipc=[1]", "seed=3"], None, "cannot change distill.ipc (saved: [1, 4], now: [1]); seed (saved: 0, now: 3)"),
     ([], "elsewhere", "trained its own committee; resume it without --from-run"),
 ])
 def test_a_resume_that_would_mix_settings_is_refused_naming_them(tmp_path, overrides, from_run, message):
@@ -171,7 +171,7 @@ def test_a_resume_that_would_mix_settings_is_refused_naming_them(tmp_path, overr
 
 
 def test_resume_refuses_overwrite_and_directories_that_are_not_a_distillation(tmp_path):
-    from orchestrator.config.experiment import to_yaml
+    from orchestrator.config.commands import to_yaml
     from orchestrator.config.distill import load_distill_config
 
     run_dir = distill_dir(tmp_path)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from workers.storage.events import COMMITTEE, RunEvents, events_dir
 from workers.committee.voting import RULES
+from workers.storage.events import COMMITTEE, RunEvents, events_dir
 
 
 def scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:

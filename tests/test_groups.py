@@ -21,16 +21,16 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-
 from conftest import SMOKE, run_cli
+
 from orchestrator.config.experiment import load_config
 from orchestrator.run.plan import auto_gpu_share, auto_members_per_actor, group_specs, member_specs
 from orchestrator.run.rundir import RunLayout
+from workers.model.bert import ModelSettings, bert_config, build_mlm, init_from_streams
+from workers.model.stacked import StackedMLM
 from workers.storage import checkpoint
 from workers.train.groups import GroupMember, group_optimizer, group_train_step, member_training_bytes, pretrain_group
-from workers.model.bert import ModelSettings, bert_config, build_mlm, init_from_streams
 from workers.train.pretrain import RESUME_KEYS, PretrainSettings, SpecialIds, pretrain
-from workers.model.stacked import StackedMLM
 
 FP32 = ("pretrain.precision=fp32", "finetune.precision=fp32")
 

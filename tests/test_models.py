@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from workers.model.bert import bert_config, build_classifier, build_mlm, count_parameters, paper_bert1_config, paper_bert6_config
+from workers.model.bert import (
+    bert_config,
+    build_classifier,
+    build_mlm,
+    count_parameters,
+    paper_bert1_config,
+    paper_bert6_config,
+)
 
 
 def test_paper_bert6_masked_lm_parameters():

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.run import cluster
 from orchestrator.config.experiment import load_config
+from orchestrator.run import cluster
 from orchestrator.run.driver import run_experiment
 from workers.errors import ResourceError
 

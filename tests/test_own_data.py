@@ -18,10 +18,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import readme_commands, run_cli
-from orchestrator.run import prepare
+
 from orchestrator.config.experiment import load_config
+from orchestrator.run import prepare
 from orchestrator.run.prepare import _arrays_key, load_cfg_task, task_and_corpus, tokenizer_key
 from workers.data import loading as wdata
 from workers.errors import DataError

@@ -7,17 +7,17 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import REPO, run_cli
-from orchestrator.config.experiment import load_config
-from orchestrator.run.prepare import load_cfg_task
 from test_own_data import RELATIONS
-from workers.committee.committee import Committee
-from workers.text.corpus import encode
+
+from orchestrator.config.experiment import load_config
+from orchestrator.run.finished import load_committee
+from orchestrator.run.prepare import load_cfg_task
+from workers.committee.voting import RULES
 from workers.errors import CommitteeError
+from workers.text.corpus import encode
 from workers.train.finetune import predict_logits
 from workers.train.member import load_result
-from workers.committee.voting import RULES
 
 
 def csv_test_rows() -> list[dict]:
@@ -27,7 +27,7 @@ def csv_test_rows() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def committee(own_data_run):  # noqa: F811
-    return Committee.from_run(own_data_run["run_dir"])
+    return load_committee(own_data_run["run_dir"])
 
 
 @pytest.fixture(scope="module")

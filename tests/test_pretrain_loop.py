@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from bench.loops import AuthorsAmp, reference_pretrain_step
+from workers.model.bert import bert_config, build_mlm
 from workers.text.corpus import encode, pack_blocks, truncate_articles
 from workers.text.masking import mask_tokens
-from workers.model.bert import bert_config, build_mlm
 from workers.train.pretrain import PretrainSettings, SpecialIds, batch_at, mlm_loss, pretrain, train_step
 from workers.train.schedule import make_optimizer
 from workers.train.seeds import seed_global_torch, torch_generator

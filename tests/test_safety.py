@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, SMOKE, run_cli
-from orchestrator.config.experiment import load_config, to_yaml
+
+from orchestrator.config.commands import to_yaml
+from orchestrator.config.experiment import load_config
 from orchestrator.run.rundir import MARKER
 
 FAST = ["pretrain.max_steps=10", "finetune.epochs=1", "deep.enabled=false"]  # a shorter smoke run
@@ -167,13 +168,14 @@ def test_resume_of_another_commands_directory_names_the_command_that_continues_i
     from typer.testing import CliRunner
 
     from orchestrator.cli import app
+    from orchestrator.config.commands import to_yaml
     from orchestrator.config.distill import load_distill_config
-    from orchestrator.config.sweep import load_sweep_config, sweep_to_yaml
-    from orchestrator.run.rundir import check_kind
-    from orchestrator.sweep.driver import STATE_FILE, check_sweep_resume
+    from orchestrator.config.sweep import load_sweep_config
+    from orchestrator.run.rundir import RunDir
+    from orchestrator.sweep.driver import STATE_FILE, check_sweep_state
 
     configs = {"run": to_yaml(load_config(SMOKE)),
-               "sweep": sweep_to_yaml(load_sweep_config(REPO / "configs" / "sweep_smoke.yaml")),
+               "sweep": to_yaml(load_sweep_config(REPO / "configs" / "sweep_smoke.yaml")),
                "distill": to_yaml(load_distill_config(REPO / "configs" / "distill_smoke.yaml"))}
     dirs = {}
     for kind, text in configs.items():
@@ -189,9 +191,9 @@ def test_resume_of_another_commands_directory_names_the_command_that_continues_i
         for kind, run_dir in dirs.items():
             if kind == command:
                 continue
-            forms = [[command, "--resume", str(run_dir)]]
-            if command == "sweep":  # the sweep's other form: its config file and --run-dir
-                forms.append([command, str(REPO / "configs" / "sweep_smoke.yaml"), "--resume", "--run-dir", str(run_dir)])
+            forms = [[command, "--resume", str(run_dir)],  # and with a config file given for the resumed directory
+                     [command, str(REPO / "configs" / f"{command}_smoke.yaml" if command != "run" else SMOKE),
+                      "--resume", str(run_dir)]]
             for args in forms:
                 result = CliRunner().invoke(app, args)
                 assert result.exit_code == 2 and "Traceback" not in result.output, result.output
@@ -203,17 +205,24 @@ def test_resume_of_another_commands_directory_names_the_command_that_continues_i
     result = CliRunner().invoke(app, ["sweep", "--resume", str(tmp_path / "missing")])
     assert result.exit_code == 2 and "does not exist" in result.output, result.output
     assert snapshot(tmp_path) == before
-    for kind, run_dir in dirs.items():
-        check_kind(run_dir, kind)  # the suggested command passes its own kind check
-    check_sweep_resume(load_sweep_config(dirs["sweep"] / "config.yaml"), dirs["sweep"])  # and the sweep's
+    for kind, run_dir in dirs.items():  # the suggested command passes its own checks
+        RunDir(run_dir, kind).check_resumable()
+        RunDir(run_dir, kind).check_resume(load_config(run_dir / "config.yaml") if kind == "run" else
+                                           load_sweep_config(run_dir / "config.yaml") if kind == "sweep" else
+                                           load_distill_config(run_dir / "config.yaml"))
+    check_sweep_state(dirs["sweep"])  # and the sweep's saved state
 
 
 def test_a_report_reproduces_its_run_from_the_starting_command_or_the_resolved_config(tmp_path):
     """A resumed directory's command only continues it: the report shows it as a comment, and every report gives
     the resolved config run into a new directory (the config reproduces the run; `committee validate` takes it)."""
-    from orchestrator.run.rundir import reproduce_lines
+    from orchestrator.run.rundir import RunDir
 
     run_dir = tmp_path / "my run"
+
+    def reproduce_lines(kind, path, command):
+        return RunDir(path, kind).reproduce_lines(command)
+
     assert reproduce_lines("run", run_dir, "committee run configs/smoke.yaml --overwrite") == [
         "committee run configs/smoke.yaml --overwrite",
         f"committee run '{run_dir}/config.yaml' --run-dir '{run_dir}-again'   # the resolved config of this run"]

@@ -15,15 +15,17 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, run_cli
+
 from orchestrator.config.reference import describe_fields
 from orchestrator.config.sweep import SweepSection, load_sweep_config
+from orchestrator.run.plan import trial_members
 from orchestrator.sweep.driver import best_point, chance_level, check_search_package, check_sweep
 from orchestrator.sweep.report import chance_line, mean_interval, paired_effects, paired_lines, spearman, twin_line
-from orchestrator.sweep.space import point_config, trial_specs, twin_key, with_reference_tokenizer
+from orchestrator.sweep.space import point_config, with_reference_tokenizer
 from workers.errors import CommitteeError, ConfigError
 from workers.train.member import Role
+from workers.train.trial import twin_key
 
 SMOKE = REPO / "configs" / "sweep_smoke.yaml"
 SWEEP_CONFIGS = sorted((REPO / "configs").glob("sweep_*.yaml")) + [REPO / "configs" / "search_quickstart.yaml",
@@ -116,7 +118,9 @@ def test_committee_run_refuses_a_sweep_file():
 def test_a_trial_pairs_a_pretrained_member_with_its_scratch_twin():
     cfg = with_reference_tokenizer(load_sweep_config(SMOKE))
     point = point_config(cfg, {"pretrain.articles": 60})
-    scratch, pre = trial_specs(point, 1, 77, "/tmp/x")
+    members = trial_members(point.experiment, point.point_id, 1, 77, "/tmp/x")
+    scratch, pre = members.scratch, members.pretrained
+    assert members.point_id == point.point_id
     assert (scratch.role, pre.role) == (Role.SCRATCH, Role.PRETRAINED)
     assert scratch.seed == pre.seed == cfg.experiment.seed + 1 and scratch.finetune == pre.finetune
     assert pre.pretrain.max_steps == 77 and scratch.pretrain is None
@@ -147,8 +151,8 @@ def test_the_twin_key_changes_with_what_the_scratch_twin_learns_from_and_only_wi
     arrays = _task_arrays([2, 9, 3, 2, 10, 3, 2, 11, 3, 2, 12, 3])
 
     def key(values=None, index=0, task=arrays, out_root="/tmp/a"):
-        scratch, _ = trial_specs(point_config(cfg, values or {}), index, 40, out_root)
-        return twin_key(scratch, task)
+        point = point_config(cfg, values or {})
+        return twin_key(trial_members(point.experiment, point.point_id, index, 40, out_root).scratch, task)
 
     base = key()
     # pre-training only (corpus size, its settings, the steps the budget gives it), where it is written,
@@ -163,7 +167,7 @@ def test_the_twin_key_changes_with_what_the_scratch_twin_learns_from_and_only_wi
                key(task=replace(arrays, val_labels=np.array([1, 1])))]
     assert len({base, *changed}) == len(changed) + 1, "every change makes another twin"
     with pytest.raises(ValueError, match="scratch"):
-        twin_key(trial_specs(point_config(cfg, {}), 0, 40, "/tmp/a")[1], arrays)
+        twin_key(trial_members(cfg.experiment, "p", 0, 40, "/tmp/a").pretrained, arrays)
 
 
 @pytest.mark.parametrize("uri", [False, True], ids=["path", "file-uri"])
@@ -174,7 +178,7 @@ def test_the_twin_store_hands_a_finished_twin_to_another_trial(tmp_path, uri):
 
     from workers.storage import checkpoint
     from workers.train.member import MemberResult, load_result, save_result
-    from workers.trainables import (
+    from workers.train.trial import (
         CURVE_FILE,
         fetch_twin,
         has_finished_member,
@@ -207,11 +211,11 @@ def test_a_trial_loads_its_own_finished_twin_before_the_stores(tmp_path):
 
     from workers.storage import checkpoint
     from workers.train.member import MemberResult, save_result
-    from workers.trainables import CURVE_FILE, publish_twin, scratch_twin
+    from workers.train.trial import CURVE_FILE, publish_twin, scratch_twin
 
     cfg = with_reference_tokenizer(load_sweep_config(SMOKE))
     arrays = _task_arrays([2, 9, 3, 2, 10, 3, 2, 11, 3, 2, 12, 3])
-    own, fresh = (trial_specs(point_config(cfg, {}), 0, 40, tmp_path / t)[0] for t in ("t1", "t2"))
+    own, fresh = (trial_members(cfg.experiment, "p", 0, 40, tmp_path / t).scratch for t in ("t1", "t2"))
     key = twin_key(own, arrays)
     for out_dir, val_accuracy in ((own.out_dir, 0.5), (tmp_path / "elsewhere", 1.0)):
         save_result(MemberResult("scratch-00", "scratch", 0, 0, 1, 10, val_accuracy, 0.5, np.zeros((2, 2), np.float32),
@@ -288,17 +292,16 @@ def test_paired_comparisons_move_one_key_within_blocks_of_seed_and_other_keys():
 def test_a_sweep_saved_before_a_key_existed_resumes_and_a_changed_key_is_still_refused(tmp_path):
     """A sweep's config.yaml lists every key of the version that wrote it: a key added since (with its default)
     is no change, as for `committee run --resume`; a changed value still is."""
-    from orchestrator.config.sweep import sweep_to_yaml
-    from orchestrator.sweep.driver import STATE_FILE, check_sweep_resume
+    from orchestrator.config.commands import to_yaml
+    from orchestrator.run.rundir import RunDir
 
     cfg = load_sweep_config(SMOKE)
-    text = sweep_to_yaml(cfg)
+    text = to_yaml(cfg)
     assert "  compile: false\n" in text
     (tmp_path / "config.yaml").write_text(text.replace("  compile: false\n", ""))  # as an older version wrote it
-    (tmp_path / STATE_FILE).write_text("{}\n")
-    check_sweep_resume(cfg, tmp_path)
-    with pytest.raises(CommitteeError, match=r"cannot change finetune.epochs \(sweep: 4, now: 5\)"):
-        check_sweep_resume(load_sweep_config(SMOKE, ["finetune.epochs=5"]), tmp_path)
+    RunDir(tmp_path, "sweep").check_resume(cfg)
+    with pytest.raises(CommitteeError, match=r"cannot change finetune.epochs \(saved: 4, now: 5\)"):
+        RunDir(tmp_path, "sweep").check_resume(load_sweep_config(SMOKE, ["finetune.epochs=5"]))
 
 
 def test_a_trial_that_ended_counts_as_ended_without_tunes_done_flag():
@@ -430,10 +433,10 @@ def test_smoke_sweep_writes_rows_points_committees_and_plots(smoke_sweep):
     # the resumed sweep's command only continues it; the report also gives the resolved config, which reruns it
     assert f"# continued with: committee sweep --resume {run_dir}\n" in md
     assert f"committee sweep {run_dir / 'config.yaml'} --run-dir {run_dir}-again" in md
-    from orchestrator.config.sweep import sweep_to_yaml
+    from orchestrator.config.commands import to_yaml
 
-    assert sweep_to_yaml(load_sweep_config(run_dir / "config.yaml")) == \
-        sweep_to_yaml(with_reference_tokenizer(load_sweep_config(SMOKE, ["sweep.max_concurrent_trials=1"])))
+    assert to_yaml(load_sweep_config(run_dir / "config.yaml")) == \
+        to_yaml(with_reference_tokenizer(load_sweep_config(SMOKE, ["sweep.max_concurrent_trials=1"])))
 
 
 def test_trials_report_every_epoch_and_keep_their_members(smoke_sweep):

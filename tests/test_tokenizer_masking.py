@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workers.text.corpus import encode, pack_blocks
 from workers.data.loading import pretraining_articles
+from workers.text.corpus import encode, pack_blocks
 from workers.text.masking import IGNORE_INDEX, mask_tokens
-from workers.train.pretrain import SpecialIds
 from workers.text.tokenizer import load_tokenizer, train_wordpiece
 from workers.text.wordpiece import SPECIAL_TOKENS
+from workers.train.pretrain import SpecialIds
 
 
 @pytest.fixture(scope="module")

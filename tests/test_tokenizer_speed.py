@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from workers.text import wordpiece
 from workers.data.loading import pretraining_articles
+from workers.text import wordpiece
 from workers.text.tokenizer import count_words, train_wordpiece
 from workers.text.wordpiece import learn_vocab
 

@@ -24,10 +24,19 @@ import ray
 import torch
 
 from bench.flops import mlm_training_flops
+from bench.group_loops import GroupBenchWorker, StackLoop, TurnLoop, kill_workers, round_rates, run_side
 from bench.loops import seeded_mlm
-from bench.options import BATCH_SIZE, MASK_PROB, MODELS, SEQ_LEN, TOKENIZER_ORDER_SEED, BenchOptions, Sizes, pretrain_settings
+from bench.options import (
+    BATCH_SIZE,
+    MASK_PROB,
+    MODELS,
+    SEQ_LEN,
+    TOKENIZER_ORDER_SEED,
+    BenchOptions,
+    Sizes,
+    pretrain_settings,
+)
 from bench.prepare import Prepared
-from bench.sections.groups import GroupBenchWorker, StackLoop, TurnLoop, kill_workers, round_rates, run_side
 from bench.timing import median
 
 GPU_MEMBERS = (1, 6, 32, 64)
@@ -48,8 +57,8 @@ def _blocks_for_vocab(p: Prepared, opts: BenchOptions, vocab_size: int, sizes: S
     from orchestrator.run.prepare import tokenizer_for
     from workers.data import loading as wdata
     from workers.text.corpus import encode, pack_blocks
-    from workers.train.pretrain import SpecialIds
     from workers.text.tokenizer import load_tokenizer
+    from workers.train.pretrain import SpecialIds
 
     root = wdata.resolve_data_root(opts.data_root)
     if tokenizer_dir is None:
@@ -98,8 +107,8 @@ class _Pool:
 
 def _member_bytes(config, settings) -> int:
     """`workers.train.groups.member_training_bytes` for a benchmark shape."""
-    from workers.train.groups import member_training_bytes
     from workers.model.bert import ModelSettings
+    from workers.train.groups import member_training_bytes
 
     model = ModelSettings(config.hidden_size, config.num_attention_heads, config.num_hidden_layers,
                           config.intermediate_size, config.max_position_embeddings, config.hidden_dropout_prob)

@@ -14,7 +14,6 @@ from pydantic import Field, model_validator
 from orchestrator.config.experiment import MAX_SEED, ExperimentConfig, _Strict, validate_dict
 from orchestrator.config.loader import apply_overrides, load_raw
 
-
 DISTILL_METHODS = ("random_hard", "random_single", "random_equal", "random_prior", "selected_prior", "recover",
                    "recover_single", "full")
 # the methods whose labels or guidance come from two or more members

@@ -18,13 +18,11 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.config.errors import format_validation
-from orchestrator.config.loader import PlainDumper, apply_overrides, load_raw
+from orchestrator.config.loader import apply_overrides, load_raw
 from workers.errors import ConfigError
-
 
 # The base seed leaves headroom under 2**31 - 1: member i uses seed + i, the deep model seed + 10_000.
 MAX_BASE_SEED = 2**31 - 1 - 100_000
@@ -345,7 +343,3 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     raw = apply_overrides(load_raw(path), overrides or [])
     return validate_dict(raw, source=str(path))
 
-
-def to_yaml(cfg: ExperimentConfig) -> str:
-    """The resolved config as YAML that `load_config` reads back to an equal config."""
-    return yaml.dump(cfg.model_dump(mode="json"), Dumper=PlainDumper, sort_keys=False)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from orchestrator.config.experiment import ExperimentConfig
 from orchestrator.config.distill import DistillConfig
+from orchestrator.config.experiment import ExperimentConfig
 from orchestrator.config.sweep import SweepSection
 
 

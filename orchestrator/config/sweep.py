@@ -11,14 +11,12 @@ import difflib
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from orchestrator.config.experiment import ExperimentConfig, _Strict, validate_dict
 from orchestrator.config.errors import format_validation, model_for, unknown_key_message
-from orchestrator.config.loader import PlainDumper, apply_overrides, load_raw, parse_value
+from orchestrator.config.experiment import ExperimentConfig, _Strict, validate_dict
+from orchestrator.config.loader import apply_overrides, load_raw, parse_value
 from workers.errors import ConfigError
-
 
 SPACE_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 # keys a sweep point cannot change: the committee of a point is its seeds, a sweep trains no deep model,
@@ -179,10 +177,3 @@ def load_sweep_config(path: str | Path, overrides: list[str] | None = None) -> S
         check_space_key(key)
     return SweepConfig(experiment=experiment, sweep=section)
 
-
-def sweep_to_yaml(cfg: SweepConfig) -> str:
-    """The resolved sweep file (experiment keys at the top level, then `sweep:`), as `load_sweep_config` reads it."""
-    raw = cfg.experiment.model_dump(mode="json")
-    raw["sweep"] = cfg.sweep.model_dump(mode="json", exclude_none=False)
-    raw["sweep"]["space"] = {key: {domain.kind: domain.bounds} for key, domain in cfg.sweep.space.items()}
-    return yaml.dump(raw, Dumper=PlainDumper, sort_keys=False)

@@ -27,24 +27,20 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 from pathlib import Path
 
-from orchestrator.run import driver, rundir
-from orchestrator.config.distill import COMMITTEE_METHODS, DistillExperimentConfig, load_distill_config
-from orchestrator.config.loader import flatten
+from orchestrator.config.distill import COMMITTEE_METHODS, DistillExperimentConfig
 from orchestrator.distill.stages import Distillation
 from orchestrator.distill.store import MIRRORED, DistillStore, Origin
-from orchestrator.run.plan import member_spec, member_specs, model_settings
-from workers.storage import checkpoint
-from workers.committee.committee import RunMembers, read_run
+from orchestrator.run import driver, rundir
+from orchestrator.run.plan import STUDENT_BASE, member_specs, student_base_spec
+from orchestrator.run.rundir import FinishedRun, read_finished
 from workers.errors import CommitteeError
-from workers.train.member import MemberSpec, Role, load_result
+from workers.storage import checkpoint
+from workers.train.member import MemberSpec, load_result
 
 log = logging.getLogger(__name__)
 
-STUDENT_BASE = "student-base"  # the pre-trained non-member a "pretrained" student starts from
-RESUMABLE_KEYS = ("resources.",)  # what `--resume` may change: where and how wide the work runs
 # sections that define the committee: with --from-run they come from the run, not from the config
 COMMITTEE_SECTIONS = ("seed", "task", "tokenizer", "model", "pretrain", "finetune", "committee", "deep")
 
@@ -70,10 +66,11 @@ def check_request(cfg: DistillExperimentConfig) -> None:
 
 
 def with_source_run(cfg: DistillExperimentConfig, from_run: Path,
-                    echo=print) -> tuple[DistillExperimentConfig, RunMembers]:
+                    echo=print) -> tuple[DistillExperimentConfig, FinishedRun]:
     """The config of a distillation from a finished run: the committee's sections from the run, `distill`,
     name, data, resources and storage from `cfg`; refused when the run's task differs from the config's."""
-    source = read_run(from_run)
+    source = read_finished(from_run, hint="point --from-run at the directory of a `committee run` that finished "
+                                          "(it holds report.json)")
     run_cfg = source.config.model_dump(mode="json")
     mine = cfg.model_dump(mode="json")
     task_diffs = [f"task.{k} (run: {run_cfg['task'][k]!r}, config: {v!r})" for k, v in mine["task"].items()
@@ -92,15 +89,7 @@ def with_source_run(cfg: DistillExperimentConfig, from_run: Path,
 
 
 # ----------------------------------------------------------------------------------------------
-# plan: the non-member a student starts from (the students' plan: distill_stages.student_specs)
-
-
-def student_base_spec(cfg: DistillExperimentConfig, layout: rundir.RunLayout) -> MemberSpec:
-    """A member pre-trained like the committee's with seed + committee.members (an index outside the
-    committee), of the students' shape; its fine-tuning is cut to one epoch (only its encoder is used)."""
-    spec = member_spec(cfg, Role.PRETRAINED, cfg.committee.members, str(layout.member_dir(STUDENT_BASE)))
-    return replace(spec, name=STUDENT_BASE, model=model_settings(cfg, cfg.distill.student.num_layers),
-                   finetune=replace(spec.finetune, epochs=1))
+# the students' base: taken from the source run when it finished there
 
 
 def _finished_base(spec: MemberSpec, member_dir) -> bool:
@@ -113,20 +102,6 @@ def _finished_base(spec: MemberSpec, member_dir) -> bool:
 # resume: a distillation's own run directory, with its own config (resources may change)
 
 
-def check_resumable(run_dir: Path) -> None:
-    """Refuse `--resume` on a directory that is not a distillation's run directory, naming what it is."""
-    run_dir = Path(run_dir)
-    hint = "give --resume the run directory of a `committee distill` (default runs/<name>)"
-    if not run_dir.is_dir():
-        raise CommitteeError(f"cannot resume {run_dir}: it {'is a file' if run_dir.exists() else 'does not exist'}; "
-                             f"{hint}")
-    if not rundir.is_run_dir(run_dir):
-        raise CommitteeError(f"cannot resume {run_dir}: it is not a run directory made by committee (no "
-                             f"{rundir.MARKER} marker); {hint}")
-    if not (run_dir / "config.yaml").is_file():
-        raise CommitteeError(f"cannot resume {run_dir}: it holds no config.yaml (the distillation was stopped before "
-                             f"it started); start it again: committee distill CONFIG --run-dir {run_dir} --overwrite")
-    rundir.check_kind(run_dir, "distill")
 
 
 def resume_source(run_dir: Path, from_run: str | Path | None, origin: Origin | None) -> Path | None:
@@ -141,22 +116,18 @@ def resume_source(run_dir: Path, from_run: str | Path | None, origin: Origin | N
     return origin.from_run
 
 
-def check_resume(cfg: DistillExperimentConfig, run_dir: Path) -> None:
-    """A resumed distillation may change only RESUMABLE_KEYS: its finished members, sets and students were made
-    with the run's values, and a report mixing two settings would be wrong without saying so."""
-    saved = flatten(load_distill_config(Path(run_dir) / "config.yaml").model_dump(mode="json"))
-    now = flatten(cfg.model_dump(mode="json"))
-    changed = sorted(k for k in saved.keys() | now.keys()
-                     if saved.get(k) != now.get(k) and not k.startswith(RESUMABLE_KEYS))
-    if changed:
-        diffs = "; ".join(f"{k} (run: {saved.get(k)!r}, now: {now.get(k)!r})" for k in changed)
-        raise CommitteeError(f"--resume {run_dir} cannot change {diffs}: its finished stages (members, distilled "
-                             f"sets, students) were made with the run's values, and only resources.* may change; "
-                             f"resume without these overrides or start a new --run-dir")
 
 
 # ----------------------------------------------------------------------------------------------
 # the command
+
+
+def distill_command(config, overrides, from_run, run_dir, resume, address, overwrite, command: str, echo) -> dict:
+    """`committee distill CONFIG [KEY=VALUE ...]` or `committee distill --resume DIR [KEY=VALUE ...]`."""
+    cfg, target, resuming = rundir.open_command("distill", config, overrides, run_dir, resume, overwrite)
+    with rundir.continuable(target):
+        return distill_experiment(cfg, target.path, from_run=from_run, address=address, overwrite=overwrite,
+                                  resume=resuming, command=command, echo=echo)
 
 
 def distill_experiment(cfg: DistillExperimentConfig, run_dir: str | Path, from_run: str | Path | None = None,
@@ -164,25 +135,23 @@ def distill_experiment(cfg: DistillExperimentConfig, run_dir: str | Path, from_r
                        echo=print) -> dict:
     """Distill into `run_dir` (training the committee first unless `from_run`); returns distill.json's dict.
 
-    resume=True continues the distillation in `run_dir` (same config but RESUMABLE_KEYS; its --from-run is
+    resume=True continues the distillation in `run_dir` (same config but resources.*; its --from-run is
     the one it recorded): finished stages are read back from disk, the others run.
     """
     t_start = time.perf_counter()
     origin = None
     if resume:
-        origin, from_run, command = _continued(Path(run_dir), from_run, overwrite, command)
+        origin, from_run, command = _continued(Path(run_dir), from_run, command)
     source = None
     if from_run is not None:
         rundir.check_apart(Path(run_dir), Path(from_run), "--from-run")
         cfg, source = with_source_run(cfg, Path(from_run), echo)
     check_request(cfg)
-    if resume:
-        check_resume(cfg, Path(run_dir))
     layout = rundir.RunLayout.of(cfg, run_dir)
     committee_specs = [] if source else member_specs(cfg, layout)
     specs, base_dir = list(committee_specs), None
     if cfg.distill.student.init == "pretrained":
-        base = student_base_spec(cfg, layout)
+        base = student_base_spec(cfg, str(layout.member_dir(STUDENT_BASE)))
         source_base = (None if source is None
                        else rundir.RunLayout.of(source.config, source.run_dir).member_dir(STUDENT_BASE))
         if source_base is not None and _finished_base(base, source_base):
@@ -191,7 +160,7 @@ def distill_experiment(cfg: DistillExperimentConfig, run_dir: str | Path, from_r
             specs.append(base)
             base_dir = checkpoint.join(base.out_dir, "mlm")
     run = driver.open_run(cfg, run_dir, address, overwrite=overwrite, resume=resume, specs=specs,
-                          tokenizer_path=None if source is None else source.tokenizer_dir, echo=echo)
+                          tokenizer_path=None if source is None else source.tokenizer_dir, echo=echo, kind="distill")
     try:
         if origin is None:
             _record_origin(run, from_run, command)
@@ -201,9 +170,9 @@ def distill_experiment(cfg: DistillExperimentConfig, run_dir: str | Path, from_r
         results = driver.train_members(run, cfg, specs, echo=echo, resume=resume)
         if source is None:
             driver.write_run_report(run, cfg, committee_specs, results, command=command, echo=echo)
-        committee_dir = layout.run_dir if source is None else source.run_dir
+            source = read_finished(layout.run_dir)  # the committee just trained, read back as a finished run
         timing = {"committee_s": time.perf_counter() - t_start, **({"resumed": True} if resume else {})}
-        out = Distillation(run, cfg, committee_dir, base_dir, echo).run(command, timing, t_start)
+        out = Distillation(run, cfg, source, base_dir, echo).run(command, timing, t_start)
         dest = layout.mirror(MIRRORED)
         if dest is not None:
             echo(f"distillation copied to {dest}")
@@ -213,12 +182,10 @@ def distill_experiment(cfg: DistillExperimentConfig, run_dir: str | Path, from_r
         run.claim.release()
 
 
-def _continued(run_dir: Path, from_run, overwrite: bool, command: str) -> tuple[Origin | None, Path | None, str]:
+def _continued(run_dir: Path, from_run, command: str) -> tuple[Origin | None, Path | None, str]:
     """What a resume continues, after the checks that need no config: (its recorded origin, its --from-run,
     the command the reports show: the one that started it)."""
-    if overwrite:
-        raise CommitteeError("--resume keeps the run directory; it cannot be combined with --overwrite")
-    check_resumable(run_dir)
+    rundir.RunDir(run_dir, "distill").check_resumable()
     origin = DistillStore(run_dir).read_origin()
     return origin, resume_source(run_dir, from_run, origin), command if origin is None else origin.command
 

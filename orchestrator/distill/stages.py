@@ -14,38 +14,19 @@ import json
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from orchestrator.run import cluster
-
 from orchestrator.distill import report as distill_report
 from orchestrator.distill.store import REAL_METHODS, RECOVER_METHODS, DistillStore
-from orchestrator.run.plan import model_settings
-from workers.distill import sets as wd
+from orchestrator.run import cluster, follow
+from orchestrator.run.finished import load_committee
+from orchestrator.run.plan import recover_settings, student_specs
+from orchestrator.run.rundir import FinishedRun
+from workers.committee.committee import Committee
 from workers.distill import recover as wr
+from workers.distill import sets as wd
 from workers.distill import students as ws
-from workers.committee.committee import Committee, read_run
-from workers.errors import CommitteeError
-from workers.train.finetune import FinetuneSettings
-
-PROGRESS_EVERY_S = 10.0
-
-
-def student_specs(cfg, method: str, ipc: int | None, base_dir) -> list[ws.StudentSpec]:
-    """The students of one distilled set: seeds distill.seed + 0..n-1, a fixed number of steps."""
-    st = cfg.distill.student
-    specs = []
-    for i in range(st.seeds):
-        seed = cfg.distill.seed + i
-        settings = FinetuneSettings(seed=seed, epochs=1, batch_size=st.batch_size, lr=st.lr,
-                                    weight_decay=st.weight_decay, warmup_ratio=st.warmup_ratio,
-                                    precision=cfg.finetune.precision, max_steps=st.steps,
-                                    soft_target_temperature=st.temperature)
-        specs.append(ws.StudentSpec(method, ipc, seed, model_settings(cfg, st.num_layers), settings, st.init,
-                                    None if base_dir is None else str(base_dir)))
-    return specs
 
 
 def _phase_iterations(iterations: int) -> tuple[int, int]:
@@ -87,10 +68,10 @@ class _Labels:
 class Distillation:
     """The distillation stages on a claimed run directory; `run()` returns the report dict."""
 
-    def __init__(self, run, cfg, committee_dir: Path, base_dir, echo=print):
+    def __init__(self, run, cfg, committee_run: FinishedRun, base_dir, echo=print):
         self.cfg, self.d, self.echo = cfg, cfg.distill, echo
         self.ray, self.layout, self.arrays = run.ray, run.layout, run.prepared.arrays
-        self.committee_dir, self.base_dir = Path(committee_dir), base_dir
+        self.committee_run, self.base_dir = committee_run, base_dir  # the committee's run, read once
         self.store = DistillStore(self.layout.run_dir)
         self.num_classes = self.arrays.num_classes
         self.cpus = cfg.resources.num_cpus_per_member
@@ -116,7 +97,7 @@ class Distillation:
 
         try:
             with _torch_threads(self.threads):
-                committee = Committee.from_run(self.committee_dir)
+                committee = load_committee(self.committee_run)
             self.echo("committee: " + ", ".join(f"{n} (val {100 * a:.1f}%)" for n, a in
                                                 zip(committee.names, committee.val_accuracy)))
             self.texts = load_cfg_task(self.cfg).train_texts  # the texts behind arrays.train, row for row
@@ -145,7 +126,7 @@ class Distillation:
             selection = {"rule": self.d.selection if "selected_prior" in self.d.methods else None}
             out = distill_report.build(self.cfg, self.num_classes, len(self.arrays.train), members, rows,
                                        self.store.saved_paths(self.d.methods, self.d.ipc), selection, recover_info,
-                                       self.committee_dir, timing)
+                                       self.committee_run.run_dir, timing)
             distill_report.write(self.layout.run_dir, out, command)
             self.echo(f"distill report: {self.layout.run_dir / distill_report.MARKDOWN}")
             return out
@@ -154,7 +135,7 @@ class Distillation:
 
     def _members(self, committee: Committee, voter) -> list[dict]:
         """Each member's name, accuracies and prior weights (relabel and recover temperatures), from the voter."""
-        run = read_run(self.committee_dir)
+        run = self.committee_run
         relabel = self.ray.get(voter.prior_weights.remote(committee.val_accuracy, self.d.relabel_temperature))
         recover = self.ray.get(voter.prior_weights.remote(committee.val_accuracy, self.d.recover.temperature))
         return [{"name": name, "val_accuracy": float(val), "test_accuracy": float(test),
@@ -249,10 +230,7 @@ class Distillation:
             return {}
         with _torch_threads(self.threads):
             stats = committee.hidden_stats(arrays.train)
-        run = read_run(self.committee_dir)
-        settings = wr.RecoverSettings(iterations=r.iterations, lr=r.lr, stats_weight=r.stats_weight,
-                                      temperature=r.temperature, init_probability=r.init_probability,
-                                      keep_top=r.keep_top)
+        run, settings = self.committee_run, recover_settings(self.cfg)
         init_labels, ipc_index = arrays.train_labels[random_rows], np.repeat(np.arange(top), classes)
         guides = {m: wr.draw_guides(len(committee), range(top), self.d.seed,
                                     single=committee.best if m == "recover_single" else None) for m in chunks}
@@ -324,18 +302,14 @@ class Distillation:
         return sorted(rows, key=lambda row: (self.d.methods.index(row["method"]), row["ipc"] or 0, row["seed"]))
 
     def _collect(self, pending: dict, phase: str, on_result) -> dict:
-        """Wait for Ray tasks as they finish (ray.wait): `on_result(key, result)` for each (it saves the
+        """Wait for Ray tasks as they finish (`follow.batches`): `on_result(key, result)` for each (it saves the
         result), a record in metrics.jsonl, and a progress line every few seconds; returns {key: result}."""
         results, todo, total = {}, dict(pending), len(pending)
-        last = time.perf_counter()
-        while todo:
-            ready, _ = self.ray.wait(list(todo), num_returns=1, timeout=1.0)
+        progress = follow.Every()
+        for ready in follow.batches(self.ray, todo):
             for ref in ready:
                 key = todo.pop(ref)
-                try:
-                    result = self.ray.get(ref)
-                except Exception as exc:
-                    raise CommitteeError(f"{phase} {key} failed: {exc}") from exc
+                result = follow.result_of(self.ray, ref, f"{phase} {key}")
                 results[key] = result
                 on_result(key, result)
                 if phase == "student":
@@ -344,7 +318,6 @@ class Distillation:
                     self._log({"phase": phase, "method": key[0], "first_index": key[1].start,
                                "loss_first": result.loss_curve[0], "loss_last": result.loss_curve[-1],
                                "guide_accuracy_after": result.guide_accuracy_after})
-            if todo and time.perf_counter() - last >= PROGRESS_EVERY_S:
-                last = time.perf_counter()
+            if todo and progress.due():
                 self.echo(f"{phase}s: {total - len(todo)}/{total} done")
         return results

@@ -29,12 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.distill import report as distill_report
-
 from orchestrator.run import rundir
-from workers.storage import checkpoint
-from workers.distill import sets as wd
 from workers.distill import recover as wr
+from workers.distill import sets as wd
 from workers.errors import CommitteeError
+from workers.storage import checkpoint
 
 DISTILLED, STAGES = "distilled", "stages"
 ORIGIN_FILE, RECOVER_INFO = "origin.json", "recover.json"

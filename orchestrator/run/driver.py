@@ -22,43 +22,19 @@ from pathlib import Path
 
 import numpy as np
 
+from orchestrator.config.commands import to_yaml
+from orchestrator.config.experiment import ExperimentConfig
 from orchestrator.run import cluster, report, rundir
-from orchestrator.config.experiment import ExperimentConfig, to_yaml, validate_dict
-from orchestrator.config.loader import flatten, load_raw
 from orchestrator.run.monitor import MemberRun
 from orchestrator.run.plan import member_specs
 from orchestrator.run.prepare import Prepared, prepare
 from orchestrator.run.pretrained_from import PretrainedSource, copy_pretrained, pretrained_source, recorded
-from workers.storage import checkpoint
 from workers.errors import CommitteeError
+from workers.storage import checkpoint
 from workers.storage.events import RunEvents
 from workers.train.member import MemberResult, MemberSpec, Role
 
 log = logging.getLogger(__name__)
-
-# what `--resume` may change: where and how wide members run, and the committee size (members are
-# pure functions of their index, so a grown committee reuses the finished ones)
-RESUMABLE_KEYS = ("resources.", "committee.members")
-
-
-def check_resume(cfg: ExperimentConfig, run_dir: Path) -> None:
-    """A resumed run may change only RESUMABLE_KEYS; anything else would mix members of two experiments."""
-    saved_path = Path(run_dir) / "config.yaml"
-    if not saved_path.is_file():
-        raise CommitteeError(f"cannot resume {run_dir}: it holds no config.yaml (not a run directory, "
-                             f"or the run was killed before it started)")
-    saved_cfg = validate_dict(load_raw(saved_path), source=str(saved_path), model=type(cfg))  # a distill config too
-    saved = flatten(saved_cfg.model_dump(mode="json"))
-    now = flatten(cfg.model_dump(mode="json"))
-    changed = [k for k in now if now[k] != saved.get(k) and not k.startswith(RESUMABLE_KEYS)]
-    if (now["committee.members"] != saved["committee.members"] and cfg.deep.enabled
-            and cfg.deep.token_budget == "committee"):
-        changed.append("committee.members (the deep model's token budget follows it)")
-    if changed:
-        diffs = "; ".join(f"{k} (run: {saved.get(k.split(' ')[0])!r}, now: {now[k.split(' ')[0]]!r})" for k in changed)
-        raise CommitteeError(f"--resume {run_dir} cannot change {diffs}: finished members were trained with the "
-                             f"run's values; resume without these overrides or start a new --run-dir")
-
 
 def check_member_checkpoints(layout: rundir.RunLayout, specs: list[MemberSpec]) -> None:
     """Refuse a run whose member checkpoints hold anything but weights and plain state (nothing unpickled)."""
@@ -105,21 +81,24 @@ class OpenRun:
 
 def open_run(cfg: ExperimentConfig, run_dir: str | Path, address: str | None = None, overwrite: bool = False,
              resume: bool = False, specs: list[MemberSpec] | None = None, tokenizer_path: Path | None = None,
-             pretrained_from: Path | None = None, echo=print) -> OpenRun:
+             pretrained_from: Path | None = None, echo=print, kind: str = "run") -> OpenRun:
     """Stages 1-2 of a run: every check, prepare and connect (nothing created or deleted), then claim.
 
     `specs`: the members whose checkpoints a resumed run checks (default: `member_specs(cfg, layout)`);
     `tokenizer_path`: a saved tokenizer to use instead of the config's (default: a resumed run's own);
-    `pretrained_from`: a run whose pre-trained members (and tokenizer) this run takes (`orchestrator.run.pretrained_from`).
+    `pretrained_from`: a run whose pre-trained members (and tokenizer) this run takes (`orchestrator.run.pretrained_from`);
+    `kind`: the command whose directory this is ("run", or "distill" for a distillation's committee).
     The caller releases `OpenRun.claim` at the end (and rolls it back if it fails before members start).
     """
     t_start = time.perf_counter()
     layout = rundir.RunLayout.of(cfg, run_dir)
     specs = member_specs(cfg, layout) if specs is None else specs
     data_root = data_root_or_none(cfg)
-    rundir.check_target(layout.run_dir, data_root, overwrite=overwrite, resume=resume)
+    target = rundir.RunDir(layout.run_dir, kind)
+    target.check_target(data_root, overwrite=overwrite, resume=resume)
     if resume:
-        check_resume(cfg, layout.run_dir)
+        target.check_resumable()
+        target.check_resume(cfg)
         check_member_checkpoints(layout, specs)
     if tokenizer_path is None and resume and layout.tokenizer.is_dir():
         tokenizer_path = layout.tokenizer
@@ -131,7 +110,7 @@ def open_run(cfg: ExperimentConfig, run_dir: str | Path, address: str | None = N
     ray = cluster.connect(address)
     if address is None:
         cluster.check_fits_here(cfg.resources.num_cpus_per_member, cfg.resources.gpus_per_member)
-    claim = rundir.claim(layout, overwrite=overwrite, resume=resume)
+    claim = target.claim(overwrite=overwrite, resume=resume)
     return OpenRun(layout, prepared, ray, claim, address, t_start, pretrained=source)
 
 
@@ -183,6 +162,17 @@ def write_run_report(run: OpenRun, cfg: ExperimentConfig, specs: list[MemberSpec
     if dest is not None:
         echo(f"report copied to {dest}")
     return out
+
+
+def run_command(config, overrides, run_dir, resume, address, overwrite, pretrained_from, command: str, echo) -> dict:
+    """`committee run CONFIG [KEY=VALUE ...]` or `committee run --resume DIR [KEY=VALUE ...]`."""
+    if pretrained_from is not None and resume is not None:
+        raise CommitteeError("--resume continues a run that already holds the members it took with "
+                             "--pretrained-from; leave out --pretrained-from")
+    cfg, target, resuming = rundir.open_command("run", config, overrides, run_dir, resume, overwrite)
+    with rundir.continuable(target):
+        return run_experiment(cfg, target.path, address=address, overwrite=overwrite, command=command, echo=echo,
+                              resume=resuming, pretrained_from=pretrained_from)
 
 
 def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, address: str | None = None,

@@ -18,12 +18,11 @@ import math
 import time
 from pathlib import Path
 
-from orchestrator.run import cluster
+from orchestrator.run import cluster, follow
 from orchestrator.run.plan import auto_gpu_share, auto_members_per_actor, group_specs
 from workers.errors import CommitteeError, ResourceError
 from workers.train.member import MemberResult, MemberSpec, load_result
 
-PROGRESS_EVERY_S = 10.0
 MEMBER_RESTARTS = 3  # a member whose process dies is restarted this often, resuming from its checkpoint
 
 
@@ -200,9 +199,8 @@ class MemberRun:
 
     def _follow(self, metrics) -> None:
         """Until every member is done: drain progress, collect finished members, re-place after a lost node."""
-        last_print = time.perf_counter()
-        while self.pending:
-            ready, _ = self.ray.wait(list(self.pending), num_returns=1, timeout=1.0)
+        progress = follow.Every()
+        for ready in follow.batches(self.ray, self.pending):
             new, latest = self.ray.get(self.board.drain.remote())
             for record in new:
                 self._write(metrics, record)
@@ -214,20 +212,13 @@ class MemberRun:
             metrics.flush()
             if self.pending and self.placement.lost():
                 self._place_again()
-            if time.perf_counter() - last_print >= PROGRESS_EVERY_S and self.pending:
-                last_print = time.perf_counter()
+            if self.pending and progress.due():
                 self.echo(f"{self._elapsed()} " + progress_line(latest, [s for group, _ in self.pending.values() for s in group]))
 
     def _collect(self, ref, metrics) -> None:
         group, actor = self.pending.pop(ref)
-        names = ", ".join(spec.name for spec in group)
-        try:
-            results = self.ray.get(ref)
-        except Exception as exc:  # a member (or a group's actor) failed for good: say which, keep what finished
-            cause = getattr(exc, "cause", None)
-            if isinstance(cause, CommitteeError):  # a user-fixable fault inside the member (disk full, ...)
-                raise CommitteeError(f"{names} failed: {cause}") from None
-            raise CommitteeError(f"{names} failed: {exc}") from exc
+        # a member (or a group's actor) that failed for good is named; what finished stays on disk
+        results = follow.result_of(self.ray, ref, ", ".join(spec.name for spec in group))
         self.ray.kill(actor)
         for spec in group:
             result = results[spec.name]

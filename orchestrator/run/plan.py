@@ -1,8 +1,9 @@
-"""Plans: pure functions from a validated config to the typed member specs of a run.
+"""Plans: pure functions from a validated config to the frozen settings the workers take.
 
-This is the one place where the config's sections become the settings the training loops take
-(`ModelSettings`, `PretrainSettings`, `FinetuneSettings`); every command (run, sweep, distill) plans
-its members here.
+This is the one place where the config's sections become what crosses into `workers/`: the settings the
+training loops take (`ModelSettings`, `PretrainSettings`, `FinetuneSettings`), members (`MemberSpec`), a sweep
+trial's pair of members (`TrialMembers`), a distillation's students (`StudentSpec`) and recover settings
+(`RecoverSettings`). Every command (run, sweep, distill) plans here; nothing under `workers/` reads a config.
 """
 
 from __future__ import annotations
@@ -10,10 +11,14 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+from workers.distill.recover import RecoverSettings
+from workers.distill.students import StudentSpec
+from workers.model.bert import ModelSettings
+from workers.storage.checkpoint import join
 from workers.train.finetune import FinetuneSettings
 from workers.train.member import MemberSpec, Role
-from workers.model.bert import ModelSettings
 from workers.train.pretrain import PretrainSettings
+from workers.train.trial import TrialMembers
 
 DEEP_SEED_OFFSET = 10_000  # the deep baseline's seed: base seed + this (never a member's seed)
 
@@ -39,15 +44,16 @@ def finetune_settings(cfg, seed: int) -> FinetuneSettings:
                             weight_decay=f.weight_decay, warmup_ratio=f.warmup_ratio, precision=f.precision)
 
 
-def member_spec(cfg, role: Role, index: int, out_dir: str) -> MemberSpec:
-    """One member of `role` at committee index `index` (member and scratch twin share seed = base + index)."""
+def member_spec(cfg, role: Role, index: int, out_dir: str, pretrain_steps: int | None = None) -> MemberSpec:
+    """One member of `role` at committee index `index` (member and scratch twin share seed = base + index);
+    `pretrain_steps`: a pre-trained member's steps where they are not pretrain.max_steps (a sweep's budget)."""
     if role is Role.DEEP:
         seed = cfg.seed + DEEP_SEED_OFFSET
         steps = cfg.pretrain.max_steps * (cfg.committee.members if cfg.deep.token_budget == "committee" else 1)
         return MemberSpec("deep", role, index, seed, model_settings(cfg, cfg.deep.num_layers),
                           pretrain_settings(cfg, seed, steps), finetune_settings(cfg, seed), out_dir)
     seed = cfg.seed + index
-    pretrain = pretrain_settings(cfg, seed) if role is Role.PRETRAINED else None
+    pretrain = pretrain_settings(cfg, seed, pretrain_steps) if role is Role.PRETRAINED else None
     return MemberSpec(member_name(role, index), role, index, seed, model_settings(cfg), pretrain,
                       finetune_settings(cfg, seed), out_dir)
 
@@ -68,6 +74,53 @@ def member_specs(cfg, layout) -> list[MemberSpec]:
     if cfg.committee.scratch:
         roles += [(Role.SCRATCH, i) for i in range(k)]
     return [member_spec(cfg, role, i, str(layout.member_dir(member_name(role, i)))) for role, i in roles]
+
+
+# ----------------------------------------------------------------------------------------------
+# a sweep trial, and a distillation's non-member base, students and recover
+
+
+def trial_members(cfg, point_id: str, index: int, pretrain_steps: int, out_root) -> TrialMembers:
+    """A sweep trial at one point: the scratch twin and the pre-trained member of index `index` of the point's
+    config `cfg`, the latter pre-training for `pretrain_steps`, both under `out_root` (a path or URI)."""
+    scratch = member_spec(cfg, Role.SCRATCH, index, str(join(out_root, member_name(Role.SCRATCH, index))))
+    pre = member_spec(cfg, Role.PRETRAINED, index, str(join(out_root, member_name(Role.PRETRAINED, index))),
+                      pretrain_steps)
+    return TrialMembers(scratch, pre, point_id)
+
+
+STUDENT_BASE = "student-base"  # the pre-trained non-member a "pretrained" student starts from
+
+
+def student_base_spec(cfg, out_dir: str) -> MemberSpec:
+    """A member pre-trained like the committee's with seed + committee.members (an index outside the
+    committee), of the students' shape; its fine-tuning is cut to one epoch (only its encoder is used)."""
+    index, seed = cfg.committee.members, cfg.seed + cfg.committee.members
+    finetune = finetune_settings(cfg, seed)
+    return MemberSpec(STUDENT_BASE, Role.PRETRAINED, index, seed, model_settings(cfg, cfg.distill.student.num_layers),
+                      pretrain_settings(cfg, seed), replace(finetune, epochs=1), out_dir)
+
+
+def student_specs(cfg, method: str, ipc: int | None, base_dir) -> list[StudentSpec]:
+    """The students of one distilled set: seeds distill.seed + 0..n-1, a fixed number of steps each."""
+    st = cfg.distill.student
+    specs = []
+    for i in range(st.seeds):
+        seed = cfg.distill.seed + i
+        settings = FinetuneSettings(seed=seed, epochs=1, batch_size=st.batch_size, lr=st.lr,
+                                    weight_decay=st.weight_decay, warmup_ratio=st.warmup_ratio,
+                                    precision=cfg.finetune.precision, max_steps=st.steps,
+                                    soft_target_temperature=st.temperature)
+        specs.append(StudentSpec(method, ipc, seed, model_settings(cfg, st.num_layers), settings, st.init,
+                                 None if base_dir is None else str(base_dir)))
+    return specs
+
+
+def recover_settings(cfg) -> RecoverSettings:
+    """CV-DD's recover as `distill.recover` sets it."""
+    r = cfg.distill.recover
+    return RecoverSettings(iterations=r.iterations, lr=r.lr, stats_weight=r.stats_weight, temperature=r.temperature,
+                           init_probability=r.init_probability, keep_top=r.keep_top)
 
 
 # ----------------------------------------------------------------------------------------------

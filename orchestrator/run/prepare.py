@@ -23,19 +23,20 @@ from pathlib import Path
 import numpy as np
 
 from workers.data import loading as wdata
-from workers.text.corpus import Ragged, encode, pack_blocks, truncate_articles
 from workers.errors import DataError
+from workers.text.corpus import Ragged, encode, pack_blocks, truncate_articles
+from workers.text.tokenizer import load_tokenizer, train_wordpiece
 from workers.train.member import SharedArrays
 from workers.train.pretrain import SpecialIds
-from workers.text.tokenizer import load_tokenizer, train_wordpiece
 
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "COMMITTEE_CACHE"
 # the code whose output is cached: a change to any of these files changes every cache key
-_SOURCES = ("workers/data/loading.py", "workers/data/root.py", "workers/data/cache.py", "workers/data/task_examples.py",
-            "workers/data/few_rel.py", "workers/data/datasets.py", "workers/data/readers.py", "workers/text/corpus.py",
-            "workers/text/tokenizer.py", "workers/text/wordpiece.py", "orchestrator/run/prepare.py")
+_SOURCES = ("workers/data/loading.py", "workers/data/specs.py", "workers/data/root.py", "workers/data/cache.py",
+            "workers/data/task_examples.py", "workers/data/few_rel.py", "workers/data/datasets.py",
+            "workers/data/readers.py", "workers/text/corpus.py", "workers/text/tokenizer.py",
+            "workers/text/wordpiece.py", "orchestrator/run/prepare.py")
 _REPO = Path(__file__).resolve().parents[2]
 
 

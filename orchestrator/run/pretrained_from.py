@@ -24,8 +24,8 @@ from orchestrator.config.experiment import ExperimentConfig, validate_dict
 from orchestrator.config.loader import flatten, load_raw
 from orchestrator.run.plan import member_specs
 from orchestrator.run.rundir import RunLayout, check_apart
-from workers.storage import checkpoint
 from workers.errors import CommitteeError
+from workers.storage import checkpoint
 from workers.train.member import MemberSpec
 
 # config keys that shape a pre-trained member (and prefixes), and those of them that do not change its weights

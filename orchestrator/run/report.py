@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from orchestrator.run import rundir
-from workers.train.member import Role
 from workers.committee.voting import RULES
+from workers.train.member import Role
 
 
 def _rules(vote: dict | None) -> dict | None:
@@ -200,6 +200,6 @@ def markdown(r: dict, run_dir: Path, command: str) -> str:
         source = r["pretrained_from"]
         lines.append(f"- pre-training of {', '.join(source['members'])} taken from {source['run']} (`--pretrained-from`; "
                      f"their pre-training figures are that run's)")
-    lines += ["", "## Reproduce", "", "```", *rundir.reproduce_lines("run", run_dir, command), "```",
+    lines += ["", "## Reproduce", "", "```", *rundir.RunDir(Path(run_dir), "run").reproduce_lines(command), "```",
               "", "Same config and seed on CPU give the same numbers (everything but the timing).", ""]
     return "\n".join(lines)

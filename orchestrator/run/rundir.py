@@ -1,41 +1,45 @@
-"""Every path of a run, and the rules that keep a user's files safe.
+"""A run directory: what it is, every path in it, and the rules that keep a user's files safe.
 
-`RunLayout` knows where each file of a run lives: the run directory on the driver's disk, and the
-member outputs under it or under `storage.uri/<run name>` (shared storage). Run, resume, mirroring,
-sweeps and distillation all ask it instead of joining paths themselves.
+`RunDir` is one directory of one command (run, sweep or distill): which command made it (its config.yaml's
+sections) and its marker, the config it keeps, what `--resume` may change there and every refusal, how it is
+continued and reproduced, `--overwrite`, the driver lock, and reading it back once finished. `open_command`
+turns a command line (CONFIG or --resume DIR) into a config and a RunDir. `RunLayout` knows where each file of
+a run lives: the run directory on the driver's disk, and the member outputs under it or under
+`storage.uri/<run name>` (shared storage); run, resume, mirroring, sweeps and distillation all ask it
+instead of joining paths themselves.
 
 Safety, in the order a command applies it:
-1. `check_target` (nothing touched yet): the run directory is not the working directory, the data
+1. `RunDir.check_target` (nothing touched yet): the run directory is not the working directory, the data
    root, the home directory or an ancestor of any of them, not a file, and its parent is writable.
    An existing non-empty directory is replaced only with `--overwrite`, and only if this tool created
    it (it holds the `.committee-run` marker); anything else is refused, naming what it holds.
-2. `claim` (after every check that can fail has passed): creates the directory (or sets the old one
+2. `RunDir.claim` (after every check that can fail has passed): creates the directory (or sets the old one
    aside when overwriting) and takes the driver lock, an OS file lock (`flock`) that dies with its
    process, so a killed driver never leaves a stale lock and a second driver on the same directory
    exits 2 naming the holder's host and PID.
 3. `RunClaim.commit` once members are running (the replaced run is deleted then), or
    `RunClaim.rollback` when the command fails before that: the disk is left as it was found.
+The mechanics of 1-3 (refusals, the lock, the marker, undo) are in orchestrator.run.claim.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
-import os
 import shlex
-import shutil
-import socket
-import time
-import uuid
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from workers.storage import checkpoint
-from workers.errors import CommitteeError
+import numpy as np
 
-MARKER = ".committee-run"  # written into every run directory this tool creates
-LOCK = ".committee-lock"  # flock'ed by the driver that owns the run directory
+from orchestrator.config.experiment import ExperimentConfig, validate_dict
+from orchestrator.config.loader import load_raw
+from orchestrator.run.claim import LOCK, MARKER, RunClaim, check_target, claim, is_run_dir
+from orchestrator.run.plan import member_name
+from workers.errors import CommitteeError
+from workers.storage import checkpoint
+from workers.train.member import Role, load_result
+
 # what a run copies to storage.uri at the end (files, and folders copied file by file)
 MIRRORED_FILES = ("config.yaml", "report.json", "report.md", "committee_curve.png", "metrics.jsonl", "tensorboard")
 
@@ -127,72 +131,176 @@ class RunLayout:
         return files
 
 
-# ----------------------------------------------------------------------------------------------
-# checks before anything is touched
-
-
-def _protected(data_root: Path | None) -> list[tuple[str, Path]]:
-    places = [("the working directory", Path.cwd()), ("your home directory", Path.home()),
-              ("the repository", Path(__file__).resolve().parents[2])]
-    if data_root is not None:
-        places.append(("the data root", Path(data_root)))
-    return [(what, p.resolve()) for what, p in places]
-
-
-def _listing(path: Path, limit: int = 5) -> str:
-    names = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
-
-
-def is_run_dir(path: Path) -> bool:
-    """True when `path` was created by this tool as a run directory (it holds the marker)."""
-    return (path / MARKER).is_file()
-
-
 NOUNS = {"run": "run", "sweep": "sweep", "distill": "distillation"}
 KINDS = {"run": "a `committee run` directory", "sweep": "a sweep (its config.yaml has a sweep: section)",
          "distill": "a distillation (its config.yaml has a distill: section)"}
+# what `--resume` may change, per command: where and how wide the work runs, and (run) the committee size, since
+# members are pure functions of their index and a grown committee reuses the finished ones
+RESUMABLE_KEYS = {"run": ("resources.", "committee.members"),
+                  "sweep": ("resources.", "sweep.max_concurrent_trials", "sweep.max_failures"),
+                  "distill": ("resources.",)}
+_ABSENT = "absent"
 
 
-def kind_of(run_dir: Path) -> str | None:
-    """"run", "sweep" or "distill": which command made `run_dir`, read from its config.yaml's sections;
-    None when it holds no readable config.yaml."""
-    from orchestrator.config.loader import command_of, load_raw
+@dataclass(frozen=True)
+class RunDir:
+    """The directory of one `committee KIND` (run, sweep or distill): what it is, the config it keeps, how it
+    is continued and reproduced, and what `--resume` may change in it. Paths inside it: `RunLayout`."""
 
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        return None
+    path: Path
+    kind: str
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def noun(self) -> str:
+        return NOUNS[self.kind]
+
+    def kind_found(self) -> str | None:
+        """Which command made this directory, read from its config.yaml's sections; None without a readable one."""
+        from orchestrator.config.loader import command_of, load_raw
+
+        if not self.config_path.is_file():
+            return None
+        try:
+            return command_of(load_raw(self.config_path))
+        except CommitteeError:
+            return None
+
+    def continue_command(self) -> str:
+        """The command that continues this directory after an interruption."""
+        return f"committee {self.kind} --resume {shlex.quote(str(self.path))}"
+
+    def reproduce_lines(self, command: str) -> list[str]:
+        """A report's "Reproduce" block: the command that made the report (a resume only continues the directory,
+        so it is shown as a comment), and the directory's resolved config run into a new directory."""
+        lines = []
+        if command:
+            lines.append(f"# continued with: {command}" if "--resume" in shlex.split(command) else command)
+        again = shlex.quote(f"{self.path}-again")
+        lines.append(f"committee {self.kind} {shlex.quote(str(self.config_path))} --run-dir {again}   "
+                     f"# the resolved config of this {self.noun}")
+        return lines
+
+    def check_resumable(self) -> None:
+        """Refuse `--resume` on anything but a started directory of this kind, naming what it is instead."""
+        hint = f"give --resume the run directory of a `committee {self.kind}` (default runs/<name>)"
+        if not self.path.is_dir():
+            what = "is a file" if self.path.exists() else "does not exist"
+            raise CommitteeError(f"cannot resume {self.path}: it {what}; {hint}")
+        if not is_run_dir(self.path):
+            raise CommitteeError(f"cannot resume {self.path}: it is not a run directory made by committee (no "
+                                 f"{MARKER} marker); {hint}")
+        found = self.kind_found()
+        if found is not None and found != self.kind:
+            raise CommitteeError(f"cannot resume {self.path} as a {self.noun}: it is {KINDS[found]}; continue it "
+                                 f"with: {RunDir(self.path, found).continue_command()}")
+        if not self.config_path.is_file():
+            raise CommitteeError(f"cannot resume {self.path}: it holds no config.yaml (the {self.noun} was stopped "
+                                 f"before it started); start it again: committee {self.kind} CONFIG --run-dir "
+                                 f"{shlex.quote(str(self.path))} --overwrite")
+
+    def check_resume(self, cfg) -> None:
+        """A resumed directory may change only RESUMABLE_KEYS[kind]: what finished was made with the saved values,
+        and a report mixing two settings would be wrong without saying so. Both sides go through the loader, so
+        a key added since the directory was saved takes its default on both."""
+        from orchestrator.config import commands
+        from orchestrator.config.loader import flatten
+
+        saved = flatten(commands.as_mapping(commands.load(self.kind, self.config_path)))
+        now = flatten(commands.as_mapping(cfg))
+        changed = [k for k in sorted(saved.keys() | now.keys()) if saved.get(k, _ABSENT) != now.get(k, _ABSENT)
+                   and not k.startswith(RESUMABLE_KEYS[self.kind])]
+        diffs = [f"{k} (saved: {saved.get(k, _ABSENT)!r}, now: {now.get(k, _ABSENT)!r})" for k in changed]
+        if (self.kind == "run" and saved["committee.members"] != now["committee.members"] and now["deep.enabled"]
+                and now["deep.token_budget"] == "committee"):
+            diffs.append("committee.members (the deep model's token budget follows it)")
+        if diffs:
+            raise CommitteeError(f"--resume {self.path} cannot change {'; '.join(diffs)}: what finished was made with "
+                                 f"the saved values, and only {', '.join(RESUMABLE_KEYS[self.kind])} may change; "
+                                 f"resume without these overrides or start a new --run-dir")
+
+    def check_target(self, data_root: Path | None, overwrite: bool, resume: bool) -> None:
+        """Refuse a directory that would harm the user's files, before anything is created or deleted."""
+        check_target(self.path, data_root, overwrite, resume)
+
+    def claim(self, overwrite: bool, resume: bool) -> "RunClaim":
+        """Create (or take over) the directory and lock it; call only after `check_target` passed."""
+        return claim(self.path, overwrite, resume)
+
+    def finished(self, hint: str | None = None) -> "FinishedRun":
+        """The finished run in this directory, read without loading weights (`read_finished`)."""
+        return read_finished(self.path, hint or FINISHED_HINT)
+
+
+def run_name(cfg) -> str:
+    """The run name of any command's config (a sweep's is its experiment's)."""
+    return cfg.experiment.name if hasattr(cfg, "experiment") else cfg.name
+
+
+def open_command(kind: str, config: str | Path | None, overrides: list[str] | None, run_dir: Path | None,
+                 resume: Path | None, overwrite: bool):
+    """The config and run directory of `committee KIND`, as one of its two forms asks:
+    `CONFIG [KEY=VALUE ...] [--run-dir DIR] [--overwrite]` (default runs/<name>), or `--resume DIR [KEY=VALUE ...]`
+    (the directory's own config.yaml, or CONFIG when given; the directory is checked before its config is read).
+    Returns (config, RunDir, resuming). Resume compatibility (`RunDir.check_resume`) is the command's to check,
+    on the config it finally runs (a distillation takes its committee's sections from another run first)."""
+    from orchestrator.config import commands
+
+    overrides = list(overrides or [])
+    if resume is None:
+        if config is None:
+            raise CommitteeError(f"give a config YAML (committee {kind} CONFIG), or --resume RUN_DIR")
+        if Path(config).is_dir():
+            found = RunDir(Path(config), kind).kind_found() or kind
+            raise CommitteeError(f"{config} is a directory: give a {kind} config YAML (committee {kind} CONFIG), or "
+                                 f"continue the {NOUNS[found]} in it with: {RunDir(Path(config), found).continue_command()}")
+        cfg = commands.load(kind, config, overrides)
+        target = Path(run_dir) if run_dir is not None else Path("runs") / run_name(cfg)
+        return cfg, RunDir(target, kind), False
+    if run_dir is not None and Path(run_dir) != Path(resume):
+        raise CommitteeError("--resume RUN_DIR continues that run directory; leave out --run-dir")
+    if overwrite:
+        raise CommitteeError("--resume keeps the run directory; it cannot be combined with --overwrite")
+    target = RunDir(Path(resume), kind)
+    target.check_resumable()
+    if config is not None and "=" in str(config) and not Path(config).is_file():
+        overrides.insert(0, str(config))  # `committee KIND --resume DIR key=value`: no config given
+        config = None
+    return commands.load(kind, config or target.config_path, overrides), target, True
+
+
+class Stopped(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a command; `continue_with` is the command that continues its directory."""
+
+    def __init__(self, terminated: bool = False, continue_with: str | None = None):
+        super().__init__()
+        self.terminated, self.continue_with = terminated, continue_with
+
+
+def was_terminated(exc: BaseException) -> bool:
+    """Whether a SIGTERM (`Stopped(terminated=True)`) is this interrupt or one it interrupted: an interrupt that
+    arrives while the work is being stopped (Ray's cleanup, a second signal) carries the first as its context."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if getattr(exc, "terminated", False):
+            return True
+        seen.add(id(exc))
+        exc = exc.__context__
+    return False
+
+
+@contextmanager
+def continuable(run_dir: RunDir):
+    """Turn Ctrl-C or SIGTERM inside the block into `Stopped`, naming the command that continues `run_dir`
+    once it holds its config (before that there is nothing to continue)."""
     try:
-        return command_of(load_raw(path))
-    except CommitteeError:
-        return None
-
-
-def continue_command(run_dir: Path, kind: str) -> str:
-    """The command that continues an interrupted run directory of `kind` ("run", "sweep", "distill")."""
-    return f"committee {kind} --resume {shlex.quote(str(run_dir))}"
-
-
-def reproduce_lines(kind: str, run_dir: Path, command: str) -> list[str]:
-    """A report's "Reproduce" block: the command that made the report (a resume only continues the directory, so
-    it is shown as a comment), and the directory's resolved config run into a new directory, which reruns it."""
-    lines = []
-    if command:
-        lines.append(f"# continued with: {command}" if "--resume" in shlex.split(command) else command)
-    again = shlex.quote(f"{run_dir}-again")
-    lines.append(f"committee {kind} {shlex.quote(str(Path(run_dir) / 'config.yaml'))} --run-dir {again}   "
-                 f"# the resolved config of this {NOUNS[kind]}")
-    return lines
-
-
-def check_kind(run_dir: Path, kind: str) -> None:
-    """Refuse to resume `run_dir` as a `kind` when another command made it, naming the command that continues
-    it (nothing is read beyond its config.yaml; a directory without one is left to the caller's checks)."""
-    found = kind_of(run_dir)
-    if found is not None and found != kind:
-        raise CommitteeError(f"cannot resume {run_dir} as a {NOUNS[kind]}: it is {KINDS[found]}; continue it "
-                             f"with: {continue_command(run_dir, found)}")
+        yield
+    except KeyboardInterrupt as exc:
+        hint = run_dir.continue_command() if run_dir.config_path.is_file() else None
+        raise Stopped(was_terminated(exc), hint) from exc
 
 
 def check_apart(run_dir: Path, source: Path, option: str) -> None:
@@ -204,140 +312,71 @@ def check_apart(run_dir: Path, source: Path, option: str) -> None:
                              f"of its own; choose another --run-dir (default: runs/<name>)")
 
 
-def check_target(run_dir: Path, data_root: Path | None, overwrite: bool, resume: bool) -> None:
-    """Refuse a run directory that would harm the user's files, before anything is created or deleted."""
-    if str(run_dir).strip() == "" or str(run_dir) == ".":
-        raise CommitteeError("the run directory is empty or '.': give --run-dir a directory of its own "
-                             "(default: runs/<name>)")
-    target = run_dir.resolve()
-    if target == Path(target.anchor):
-        raise CommitteeError(f"refusing to use {run_dir} (the filesystem root) as a run directory")
-    for what, place in _protected(data_root):
-        if target == place or target in place.parents:
-            rel = "is" if target == place else "contains"
-            raise CommitteeError(f"refusing to use {run_dir} as a run directory: it {rel} {what} ({place}); "
-                                 f"choose a directory of its own, e.g. --run-dir runs/NAME")
-        if what == "the data root" and place in target.parents:
-            raise CommitteeError(f"refusing to write a run into the data root ({place}): choose --run-dir "
-                                 f"outside it")
-    if target.exists() and not target.is_dir():
-        raise CommitteeError(f"--run-dir {run_dir} is a file, not a directory; choose another path")
-    if resume:
-        if not target.is_dir():
-            raise CommitteeError(f"cannot resume {run_dir}: it does not exist")
-        _check_writable(target, run_dir)
-        return
-    if target.is_dir() and any(target.iterdir()):
-        if not overwrite:
-            raise CommitteeError(f"run directory {run_dir} already exists; pass --overwrite to replace it, "
-                                 f"--resume {run_dir} to continue it, or --run-dir to choose another")
-        if not is_run_dir(target):
-            raise CommitteeError(
-                f"refusing to --overwrite {run_dir}: it is not a run directory made by committee (no {MARKER} "
-                f"marker) and holds {_listing(target)}; choose another --run-dir or remove it yourself")
-    existing = target
-    while not existing.exists():
-        existing = existing.parent
-    _check_writable(existing, run_dir)
-
-
-def _check_writable(existing: Path, run_dir: Path) -> None:
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise CommitteeError(f"cannot write the run directory {run_dir}: {existing} is not writable; "
-                             f"choose a --run-dir you can write to")
-
-
 # ----------------------------------------------------------------------------------------------
-# claiming: create or set aside, lock, and undo
+# a finished run, read back
+
+FINISHED_HINT = "give the directory of a `committee run` that finished (it holds report.json), e.g. runs/<name>"
 
 
-def _lock(path: Path):
-    """An exclusive flock on `path` (a file in the run dir), or CommitteeError naming the holder."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        holder = os.pread(fd, 256, 0).decode(errors="replace").strip() or "an unknown process"
-        os.close(fd)
-        if exc.errno in (errno.EAGAIN, errno.EACCES):
-            raise CommitteeError(f"{path.parent} is in use by another committee driver ({holder}); wait for it "
-                                 f"to finish or stop it (a killed driver releases its lock at once)") from None
-        raise
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"host {socket.gethostname()}, PID {os.getpid()}".encode(), 0)
-    return fd
+@dataclass(frozen=True)
+class FinishedRun:
+    """What a finished run says about its committee, read without loading any weights."""
+
+    run_dir: Path
+    config: ExperimentConfig  # the run's config (a distillation's `distill:` section set aside)
+    names: tuple[str, ...]  # member-00, member-01, ...
+    classifier_dirs: tuple  # each a path or a storage URI
+    val_accuracy: np.ndarray  # [members] in [0, 1]
+    test_accuracy: np.ndarray  # [members]
+    tokenizer_dir: Path
+    report: dict  # report.json
+
+    @property
+    def label_names(self) -> list[str] | None:
+        return self.report.get("corpus", {}).get("label_names") or None
+
+    @property
+    def vote_weights(self) -> list[float] | None:
+        """The weighted vote's member weights the run reported (softmax of validation accuracy)."""
+        return (self.report.get("weights") or {}).get("pretrained")
 
 
-@dataclass
-class RunClaim:
-    """A locked run directory; `rollback` undoes what `claim` did, `commit` makes it final."""
-
-    layout: RunLayout
-    fd: int | None
-    created: list[Path] = field(default_factory=list)  # directories this claim made, innermost last
-    replaced: Path | None = None  # the old run, set aside until commit (overwrite)
-    found_empty: bool = False  # the directory existed and was empty: rollback empties it again
-
-    def commit(self) -> None:
-        """Members are running: the replaced run (if any) is deleted now."""
-        if self.replaced is not None:
-            shutil.rmtree(self.replaced, ignore_errors=True)
-            self.replaced = None
-        self.created, self.found_empty = [], False
-
-    def rollback(self) -> None:
-        """The command failed before any member started: leave the disk as it was found."""
-        self.release()
-        if self.found_empty:
-            for child in self.layout.run_dir.iterdir():
-                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
-        for path in reversed(self.created):
-            if path == self.layout.run_dir.resolve():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                try:
-                    path.rmdir()  # a parent made for the run: removed only if still empty
-                except OSError:
-                    pass
-        if self.replaced is not None:
-            os.replace(self.replaced, self.layout.run_dir)
-            self.replaced = None
-        self.created, self.found_empty = [], False
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing the descriptor drops the flock
-            self.fd = None
+def _not_finished(run_dir: Path, what: str, hint: str) -> CommitteeError:
+    return CommitteeError(f"{run_dir} {what}; {hint}")
 
 
-def claim(layout: RunLayout, overwrite: bool, resume: bool) -> RunClaim:
-    """Create (or take over) the run directory and lock it; call only after `check_target` passed."""
-    target = layout.run_dir.resolve()
-    if resume or (target.is_dir() and not any(target.iterdir())):
-        found_empty = not resume
-        if not is_run_dir(target):
-            layout.marker.write_text(_marker_text())
-        return RunClaim(layout, _lock(layout.lock), found_empty=found_empty)
-    replaced = None
-    if target.is_dir():  # overwrite of a run directory of ours (check_target made sure)
-        old_fd = _lock(layout.lock)  # a driver still running there keeps it: refuse
-        replaced = target.parent / f".{target.name}.replaced-{uuid.uuid4().hex[:8]}"
-        os.replace(target, replaced)
-        os.close(old_fd)
-    created = []
-    missing = target
-    while not missing.exists():
-        created.insert(0, missing)
-        missing = missing.parent
-    try:
-        target.mkdir(parents=True)
-    except OSError as exc:
-        if replaced is not None:
-            os.replace(replaced, target)
-        raise CommitteeError(f"cannot create the run directory {layout.run_dir}: {exc.strerror}") from None
-    layout.marker.write_text(_marker_text())
-    return RunClaim(layout, _lock(layout.lock), created=created, replaced=replaced)
-
-
-def _marker_text() -> str:
-    return json.dumps({"tool": "committee", "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n"
+def read_finished(run_dir: str | Path, hint: str = FINISHED_HINT) -> FinishedRun:
+    """The finished run in `run_dir`: its config.yaml, its report.json (written last), its tokenizer, and for every
+    pre-trained member a result.npz and classifier weights; anything missing is a CommitteeError naming it and
+    ending with `hint` (what the user should point at instead)."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise _not_finished(run_dir, "does not exist", hint)
+    if not run_dir.is_dir():
+        raise _not_finished(run_dir, "is not a directory", hint)
+    found = RunDir(run_dir, "run").kind_found()  # a distillation that trained its committee is a run too
+    if found == "sweep":
+        raise _not_finished(run_dir, f"is {KINDS['sweep']}, not a run", hint)
+    for name in ("config.yaml", "report.json", "tokenizer"):
+        if not (run_dir / name).exists():
+            raise _not_finished(run_dir, f"is not a finished run (it holds no {name})", hint)
+    raw = load_raw(run_dir / "config.yaml")
+    raw.pop("distill", None)  # a distillation that trained its committee is a run too
+    cfg = validate_dict(raw, source=str(run_dir / "config.yaml"))
+    layout = RunLayout.of(cfg, run_dir)
+    names, dirs, val, test = [], [], [], []
+    for index in range(cfg.committee.members):
+        name = member_name(Role.PRETRAINED, index)
+        member_dir = layout.member_dir(name)
+        result = load_result(member_dir)
+        classifier = checkpoint.join(member_dir, "classifier")
+        if result is None or not checkpoint.exists(checkpoint.join(classifier, checkpoint.MODEL_FILE)):
+            raise _not_finished(run_dir, f"is not a finished run ({name} has no result.npz or no classifier weights "
+                                         f"in {member_dir})", hint)
+        names.append(name)
+        dirs.append(classifier)
+        val.append(result.val_accuracy)
+        test.append(result.test_accuracy)
+    report = json.loads((run_dir / "report.json").read_text())
+    return FinishedRun(run_dir, cfg, tuple(names), tuple(dirs), np.array(val), np.array(test), run_dir / "tokenizer",
+                       report)

@@ -24,8 +24,8 @@ from orchestrator.run.prepare import (
 )
 from orchestrator.sweep.space import PointConfig, data_id
 from workers.data import loading as wdata
-from workers.text import overlap
 from workers.errors import ConfigError
+from workers.text import overlap
 from workers.text.tokenizer import load_tokenizer
 
 

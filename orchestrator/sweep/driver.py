@@ -24,13 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator.run import cluster, rundir
-
-from orchestrator.sweep import report as sweep_report
-from orchestrator.config.experiment import to_yaml
-from orchestrator.config.sweep import SweepConfig, load_sweep_config, sweep_to_yaml
+from orchestrator.config.commands import to_yaml
+from orchestrator.config.sweep import SweepConfig
+from orchestrator.run import cluster, plan, rundir
 from orchestrator.run.driver import data_root_or_none, score
 from orchestrator.run.prepare import check_data, task_and_corpus
+from orchestrator.sweep import report as sweep_report
 from orchestrator.sweep.data import SweepData, prepare_sweep_data
 from orchestrator.sweep.space import (
     PointConfig,
@@ -39,25 +38,25 @@ from orchestrator.sweep.space import (
     data_id,
     data_points,
     point_config,
-    trial_specs,
     with_reference_tokenizer,
 )
 from orchestrator.sweep.tune import (
+    TrialPlan,
     num_samples,
     param_space,
     scheduler,
     search_algorithm,
+    split_trial_config,
     sweep_log_callback,
     trainable,
     tune_storage,
 )
-from workers.storage import checkpoint
 from workers.data import loading as wdata
 from workers.errors import CommitteeError, ConfigError
+from workers.storage import checkpoint
 from workers.train.member import load_result
 
 SEARCH_PACKAGES = {"optuna": "optuna"}  # search -> the package it needs
-RESUMABLE_KEYS = ("resources.", "sweep.max_concurrent_trials", "sweep.max_failures")
 STATE_FILE = "sweep_state.json"  # the Tune experiment's name and path, for --resume
 SWEEP_FILES = ("config.yaml", "sweep.csv", "sweep.json", "sweep.md", "gap_vs_size.png", "gap_vs_overlap.png",
                "best_config.yaml", "metrics.jsonl")
@@ -93,40 +92,15 @@ def check_sweep(cfg: SweepConfig) -> list[PointConfig]:
     return points
 
 
-def check_sweep_resume(cfg: SweepConfig, run_dir: Path) -> None:
-    """A resumed sweep may change only RESUMABLE_KEYS: finished trials were trained with the saved values."""
-    saved_path = run_dir / "config.yaml"
-    rundir.check_kind(run_dir, "sweep")
-    if not (run_dir / STATE_FILE).is_file() or not saved_path.is_file():
+def check_sweep_state(run_dir: Path) -> None:
+    """A sweep resumes from Tune's saved state: refuse a directory that never got as far as saving one."""
+    if not (run_dir / STATE_FILE).is_file():
         raise CommitteeError(f"cannot resume {run_dir}: it holds no sweep (no {STATE_FILE}); start it without "
                              "--resume, or choose the sweep's --run-dir")
-    # both sides through the loader: a key added since the sweep was saved takes its default on both
-    saved = _flatten(load_raw_text(sweep_to_yaml(load_sweep_config(saved_path))))
-    now = _flatten(load_raw_text(sweep_to_yaml(cfg)))
-    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and not k.startswith(RESUMABLE_KEYS))
-    if changed:
-        diffs = "; ".join(f"{k} (sweep: {saved.get(k, 'absent')}, now: {now.get(k, 'absent')})" for k in changed)
-        raise CommitteeError(f"--resume {run_dir} cannot change {diffs}; resume with the sweep's own config "
-                             f"({saved_path}) or start a new --run-dir")
 
 
-def load_raw_text(text: str) -> dict:
-    import yaml
-
-    return yaml.safe_load(text)
-
-
-def _flatten(raw: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in raw.items():
-        if isinstance(value, dict) and not (prefix == "sweep." and key == "space"):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = json.dumps(value, sort_keys=True)
-    return out
-
-
-def make_tuner(cfg: SweepConfig, layout: rundir.RunLayout, plan: dict, resume: bool, tokenizers: dict[str, str]):
+def make_tuner(cfg: SweepConfig, layout: rundir.RunLayout, trial_plan: TrialPlan, resume: bool,
+               tokenizers: dict[str, str]):
     """A new Tuner (with a unique experiment name, saved with the sweep's tokenizers in sweep_state.json), or
     the saved one restored."""
     from ray import tune
@@ -135,7 +109,7 @@ def make_tuner(cfg: SweepConfig, layout: rundir.RunLayout, plan: dict, resume: b
     if resume:
         state = json.loads(state_path.read_text())
         if tune.Tuner.can_restore(state["path"]):
-            return tune.Tuner.restore(state["path"], trainable=trainable(cfg, plan), resume_unfinished=True,
+            return tune.Tuner.restore(state["path"], trainable=trainable(cfg, trial_plan), resume_unfinished=True,
                                       resume_errored=True, param_space=param_space(cfg))
     else:
         name = f"{layout.run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -150,7 +124,7 @@ def make_tuner(cfg: SweepConfig, layout: rundir.RunLayout, plan: dict, resume: b
     run_config = tune.RunConfig(name=state["name"], storage_path=tune_storage(layout),
                                 failure_config=tune.FailureConfig(max_failures=s.max_failures),
                                 callbacks=[sweep_log_callback(layout.metrics)])
-    return tune.Tuner(trainable(cfg, plan), param_space=param_space(cfg), tune_config=tune_config,
+    return tune.Tuner(trainable(cfg, trial_plan), param_space=param_space(cfg), tune_config=tune_config,
                       run_config=run_config)
 
 
@@ -160,8 +134,6 @@ def make_tuner(cfg: SweepConfig, layout: rundir.RunLayout, plan: dict, resume: b
 
 def trial_rows(cfg: SweepConfig, grid, data: dict[str, SweepData]) -> list[dict]:
     """One row per trial: point, seed, corpus size and overlap, both arms' accuracy, the gap, its status."""
-    from workers.trainables import split_trial_config
-
     rows = []
     for result in grid:
         values, index = split_trial_config(result.config)
@@ -193,7 +165,8 @@ def point_committee(ray, cfg: SweepConfig, layout: rundir.RunLayout, rows: list[
     point = point_config(cfg, rows[0]["values"])
     specs, results = [], {}
     for index, row in sorted(done.items()):
-        for spec in trial_specs(point, index, 0, trial_root(layout, row["trial_id"])):
+        members = plan.trial_members(point.experiment, point.point_id, index, 0, trial_root(layout, row["trial_id"]))
+        for spec in (members.scratch, members.pretrained):
             result = load_result(spec.out_dir)
             if result is not None:
                 specs.append(spec)
@@ -320,34 +293,45 @@ def saved_tokenizers(run_dir: Path) -> dict[str, Path]:
     return {k: run_dir / rel for k, rel in json.loads(state.read_text()).get("tokenizers", {}).items()}
 
 
+def sweep_command(config, overrides, run_dir, resume, address, overwrite, command: str, echo) -> dict:
+    """`committee sweep CONFIG [KEY=VALUE ...]` or `committee sweep --resume DIR [KEY=VALUE ...]`."""
+    cfg, target, resuming = rundir.open_command("sweep", config, overrides, run_dir, resume, overwrite)
+    with rundir.continuable(target):
+        return run_sweep(cfg, target.path, address=address, overwrite=overwrite, resume=resuming, command=command,
+                         echo=echo)
+
+
 def run_sweep(cfg: SweepConfig, run_dir: str | Path, address: str | None = None, overwrite: bool = False,
               resume: bool = False, command: str = "", echo=print) -> dict:
     """Run (or resume) the sweep into `run_dir`; returns sweep.json's content."""
     cfg = with_reference_tokenizer(cfg)
     layout = rundir.RunLayout.of(cfg.experiment, run_dir)
+    target = rundir.RunDir(layout.run_dir, "sweep")
     # 1. checks and preparation: nothing created or deleted until they pass
     points = check_sweep(cfg)
-    rundir.check_target(layout.run_dir, data_root_or_none(cfg.experiment), overwrite=overwrite, resume=resume)
+    target.check_target(data_root_or_none(cfg.experiment), overwrite=overwrite, resume=resume)
     if resume:
-        check_sweep_resume(cfg, layout.run_dir)
+        target.check_resumable()
+        check_sweep_state(layout.run_dir)
+        target.check_resume(cfg)
     data = prepare_sweep_data(points, echo, saved_tokenizers(layout.run_dir) if resume else None)
     ray = cluster.connect(address)
     res = cfg.experiment.resources
     if address is None:
         cluster.check_fits_here(res.num_cpus_per_member, res.gpus_per_member)
     # 2. claim the run directory, then run the trials
-    claim = rundir.claim(layout, overwrite=overwrite, resume=resume)
+    claim = target.claim(overwrite=overwrite, resume=resume)
     try:
         echo(("resuming the sweep in " if resume else "sweep directory: ") + str(layout.run_dir))
-        layout.config.write_text(sweep_to_yaml(cfg))
+        layout.config.write_text(to_yaml(cfg))
         tokenizers = copy_tokenizers(data, layout)
         if not checkpoint.is_uri(layout.storage_root):
             cluster.check_shared_dir(Path(trials_root(layout)))  # several nodes: every one must see the trials
-        plan = {"sweep": cfg, "threads": max(1, int(res.num_cpus_per_member)),
-                "trials_root": str(trials_root(layout)), "twins_root": str(twins_root(layout)),
-                "data": {key: {"arrays": ray.put(d.prepared.arrays), "blocks": d.corpus["blocks"]}
-                         for key, d in data.items()}}
-        tuner = make_tuner(cfg, layout, plan, resume, tokenizers)
+        trial_plan = TrialPlan(sweep=cfg, threads=max(1, int(res.num_cpus_per_member)),
+                               trials_root=str(trials_root(layout)), twins_root=str(twins_root(layout)),
+                               data={key: {"arrays": ray.put(d.prepared.arrays), "blocks": d.corpus["blocks"]}
+                                     for key, d in data.items()})
+        tuner = make_tuner(cfg, layout, trial_plan, resume, tokenizers)
         claim.commit()
     except BaseException:
         claim.rollback()
@@ -356,8 +340,7 @@ def run_sweep(cfg: SweepConfig, run_dir: str | Path, address: str | None = None,
         grid = tuner.fit()
         unfinished = unfinished_trials(grid)
         if unfinished:
-            echo(f"the sweep stopped before all its trials finished; continue it with: "
-                 f"{rundir.continue_command(layout.run_dir, 'sweep')}")
+            echo(f"the sweep stopped before all its trials finished; continue it with: {target.continue_command()}")
             raise KeyboardInterrupt
         out = finish(ray, cfg, layout, grid, data, command, echo)
     finally:

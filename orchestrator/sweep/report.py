@@ -339,5 +339,5 @@ def markdown(r: dict, command: str, run_dir: Path) -> str:
         if r.get("best_at_chance"):
             lines += ["", chance_line(r)]
         lines += [""]
-    lines += ["## Reproduce", "", "```", *rundir.reproduce_lines("sweep", run_dir, command), "```", ""]
+    lines += ["## Reproduce", "", "```", *rundir.RunDir(Path(run_dir), "sweep").reproduce_lines(command), "```", ""]
     return "\n".join(lines)

@@ -6,8 +6,8 @@ the sweep's experiment with the point's values set by the same dotted-key code t
 validated by the same models. Keys that change the prepared token arrays (task, tokenizer, corpus) are
 *data keys*: their values must be discrete so every data configuration is prepared, and its arrays
 put into the object store once, before any trial starts. A trial's scratch twin has a *twin key*
-(`twin_key`): trials with equal keys share one trained twin. Nothing here imports Ray; the driver
-(orchestrator.sweep.driver) and the trainable (workers.trainables) both use it.
+(`workers.train.trial.twin_key`): trials with equal keys share one trained twin. Nothing here imports Ray; the
+driver (orchestrator.sweep.driver) and the Tune trainable (orchestrator.sweep.tune) both use it.
 """
 
 from __future__ import annotations
@@ -16,18 +16,14 @@ import hashlib
 import itertools
 import json
 import math
-from dataclasses import asdict, dataclass, fields, is_dataclass, replace
+from dataclasses import dataclass
 
-import numpy as np
 from pydantic import ValidationError
 
 from orchestrator.config.experiment import ExperimentConfig, validate_dict
-from orchestrator.config.sweep import SWEEP_CORPUS_PREFIX, SpaceDomain, SweepConfig, SweepCorpusConfig
 from orchestrator.config.loader import set_dotted
-from orchestrator.run.plan import member_name, member_spec
-from workers.storage.checkpoint import join
+from orchestrator.config.sweep import SWEEP_CORPUS_PREFIX, SpaceDomain, SweepConfig, SweepCorpusConfig
 from workers.errors import ConfigError
-from workers.train.member import MemberSpec, Role, SharedArrays
 
 MEMBER_INDEX = "member_index"  # the trial's member index in its config (grid and random search)
 # settings the prepared arrays depend on (see orchestrator.run.prepare's cache keys), and the corpus knobs
@@ -226,59 +222,3 @@ def token_budget(cfg: SweepConfig) -> int:
     base = cfg.experiment.pretrain
     return cfg.sweep.pretrain_tokens or base.max_steps * base.batch_size * base.seq_len
 
-
-def trial_specs(point: PointConfig, index: int, steps: int, out_root) -> tuple[MemberSpec, MemberSpec]:
-    """(scratch, pre-trained) member specs of trial `index` at `point`, both under `out_root` (a path or URI)."""
-    cfg = point.experiment
-    scratch = member_spec(cfg, Role.SCRATCH, index, str(join(out_root, member_name(Role.SCRATCH, index))))
-    pre = member_spec(cfg, Role.PRETRAINED, index, str(join(out_root, member_name(Role.PRETRAINED, index))))
-    return scratch, replace(pre, pretrain=replace(pre.pretrain, max_steps=steps))
-
-
-# ----------------------------------------------------------------------------------------------
-# scratch twins shared between points
-
-TWIN_KEY_EXCLUDED = ("out_dir",)  # where a member is written, not what it learns
-
-
-def task_arrays_digest(arrays: SharedArrays) -> str:
-    """sha256 of what a scratch member trains and is evaluated on: the train / val / test token arrays
-    (ids and offsets), their labels, the class count and the special ids (pad and vocabulary size shape
-    the model). Each array enters with its name, dtype and shape, so equal bytes of another layout differ.
-    The pre-training blocks are left out: a scratch member never reads them."""
-    h = hashlib.sha256()
-    named = {"train.ids": arrays.train.ids, "train.offsets": arrays.train.offsets, "train_labels": arrays.train_labels,
-             "val.ids": arrays.val.ids, "val.offsets": arrays.val.offsets, "val_labels": arrays.val_labels,
-             "test.ids": arrays.test.ids, "test.offsets": arrays.test.offsets, "test_labels": arrays.test_labels}
-    for name, array in named.items():
-        array = np.ascontiguousarray(array)
-        h.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
-        h.update(memoryview(array).cast("B"))
-    h.update(json.dumps({"num_classes": int(arrays.num_classes), "special": asdict(arrays.special)},
-                        sort_keys=True).encode())
-    return h.hexdigest()
-
-
-def twin_key(scratch: MemberSpec, arrays: SharedArrays) -> str:
-    """The identity of a scratch twin: trials whose twins have equal keys train byte-identical members.
-
-    In the key, because `workers.train.member.run_member` and the trial's validation curve read them for a
-    scratch member:
-    - name, role, index: the role picks the `init/scratch` weight stream; name and index are written
-      into its result;
-    - seed: its weights, head, dropout and fine-tuning data order all come from streams of this seed;
-    - model: the shape of the classifier it builds;
-    - pretrain: None for every scratch twin (`plan.member_spec` gives the scratch role none, so a point's
-      pre-training settings never reach it); kept because a spec with settings there would pre-train;
-    - finetune: every fine-tuning setting (lr, epochs, batch size, precision for training and
-      evaluation, ...);
-    - the task arrays (`task_arrays_digest`): what it trains on and is evaluated on.
-    Left out: `out_dir` (where it is written). What the key cannot see is the device a trial runs on:
-    every trial of a sweep gets the same resources, so every twin trains on the same kind of device.
-    """
-    if scratch.role is not Role.SCRATCH:
-        raise ValueError(f"twin_key takes a scratch member's spec, not a {scratch.role.value} one ({scratch.name})")
-    settings = {f.name: getattr(scratch, f.name) for f in fields(scratch) if f.name not in TWIN_KEY_EXCLUDED}
-    settings = {k: asdict(v) if is_dataclass(v) else v for k, v in settings.items()}
-    settings["role"] = scratch.role.value
-    return "t-" + _digest({"member": settings, "task": task_arrays_digest(arrays)})[:20]

@@ -1,16 +1,22 @@
 """The Tune objects of a sweep, built from its config: param space, search algorithm, scheduler, the
-trainable with its resources, and a callback that logs trials to metrics.jsonl on the driver."""
+trainable with its resources, and a callback that logs trials to metrics.jsonl on the driver.
+
+The trainable (`run_trial`) is this project's one Tune adapter: Tune samples a point, `TrialPlan.members`
+plans the trial's two members from it (`orchestrator.run.plan`), and `workers.train.trial.member_pair` runs
+them, reporting through `tune.report`."""
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.run import rundir
 from orchestrator.config.sweep import SweepConfig
-from orchestrator.sweep.space import MEMBER_INDEX
+from orchestrator.run import plan, rundir
+from orchestrator.sweep.space import MEMBER_INDEX, data_id, point_config, pretrain_steps
 from workers.storage import checkpoint
+from workers.train.trial import TrialMembers
 
 
 def tune_domain(domain):
@@ -67,14 +73,56 @@ def num_samples(cfg: SweepConfig) -> int:
     return {"grid": 1, "random": s.num_samples, "optuna": s.num_samples * s.seeds}[s.search]
 
 
-def trainable(cfg: SweepConfig, plan: dict):
-    from ray import tune
+def split_trial_config(config: dict) -> tuple[dict, int]:
+    """({dotted key: value} of the point, member index) from a trial's config (grid/random or optuna)."""
+    from ray.tune.search.repeater import TRIAL_INDEX
 
-    from workers.trainables import member_pair
+    index = config.get(MEMBER_INDEX, config.get(TRIAL_INDEX, 0))
+    values = {k: v for k, v in config.items() if k not in (MEMBER_INDEX, TRIAL_INDEX)}
+    return values, int(index)
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """What every trial needs to plan its members, made once by the driver (`tune.with_parameters` ships it)."""
+
+    sweep: SweepConfig
+    data: dict  # data id -> {"arrays": the ObjectRef of its SharedArrays, "blocks": pre-training blocks}
+    trials_root: str  # <storage root>/trials (a path or URI): a trial's members go to <trials_root>/<trial id>
+    twins_root: str  # <storage root>/twins: the store of finished scratch twins (workers.train.trial)
+    threads: int  # torch threads of a trial
+
+    def members(self, config: dict, trial_id: str) -> tuple[TrialMembers, object]:
+        """(the trial's planned members, the ObjectRef of its data configuration's arrays)."""
+        values, index = split_trial_config(config)
+        point = point_config(self.sweep, values)
+        data = self.data[data_id(point)]
+        steps = pretrain_steps(self.sweep, point, data["blocks"])
+        out_root = checkpoint.join(self.trials_root, trial_id)
+        return plan.trial_members(point.experiment, point.point_id, index, steps, out_root), data["arrays"]
+
+
+def run_trial(config: dict, trial_plan: TrialPlan) -> None:
+    """Tune's function trainable: plan this trial's members from the point Tune sampled, then run them."""
+    import ray
+    import torch
+    from ray import tune
+    from transformers.utils import logging as hf_logging
+
+    from workers.train.trial import member_pair
+
+    torch.set_num_threads(max(1, trial_plan.threads))
+    hf_logging.disable_progress_bar()
+    members, arrays_ref = trial_plan.members(config, tune.get_context().get_trial_id())
+    member_pair(members, ray.get(arrays_ref), trial_plan.twins_root, tune.report)
+
+
+def trainable(cfg: SweepConfig, trial_plan: TrialPlan):
+    from ray import tune
 
     res = cfg.experiment.resources
     resources = {"cpu": res.num_cpus_per_member, "gpu": res.gpus_per_member}
-    return tune.with_resources(tune.with_parameters(member_pair, plan=plan), resources)
+    return tune.with_resources(tune.with_parameters(run_trial, trial_plan=trial_plan), resources)
 
 
 def sweep_log_callback(metrics_path: Path):

@@ -1,9 +1,9 @@
 """The committee of a finished run as one object: its fine-tuned members and what distillation asks of them.
 
-`Committee.from_run(run_dir)` loads the pre-trained members of a finished `committee run` (weights from
-`members/*/classifier` through `checkpoint.load_pretrained`, safetensors only), their validation
-accuracies (each member's result.npz) and the run's tokenizer. It then answers, for any `Ragged`
-example set:
+A `Committee` holds fine-tuned members (loaded from their weight directories by `load_members`: safetensors
+only), their validation accuracies, and, for raw texts, a tokenizer, the class names and the weighted vote's
+weights. The driver side reads a finished run and builds one (`orchestrator.run.finished.load_committee`).
+It answers, for any `Ragged` example set:
 - `logits(examples)`: every member's class logits [members, n, classes], from one packed forward of
   all members (`workers.model.packed.PackedCommittee`) when they share a config, else member by member;
   soft-token examples (`workers.distill.sets.SoftTokens`) go member by member (the packed committee reads
@@ -18,71 +18,17 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from workers.errors import CommitteeError
+from workers.model.packed import PackedCommittee
 from workers.storage import checkpoint
 from workers.text.corpus import Ragged
-from workers.errors import CommitteeError
 from workers.train.finetune import pad_batch, predict_logits
-from workers.train.member import load_result
-from workers.model.packed import PackedCommittee
 
 PREDICT_BATCH = 64  # examples per forward
-
-
-@dataclass(frozen=True)
-class RunMembers:
-    """What a finished run says about its committee, read without loading any weights."""
-
-    run_dir: Path
-    config: object  # the run's ExperimentConfig (a distill run's `distill:` section set aside)
-    names: tuple[str, ...]  # member-00, member-01, ...
-    classifier_dirs: tuple  # each a path or a storage URI
-    val_accuracy: np.ndarray  # [members] in [0, 1]
-    test_accuracy: np.ndarray  # [members]
-    tokenizer_dir: Path
-
-
-def read_run(run_dir: str | Path) -> RunMembers:
-    """Check that `run_dir` holds a finished `committee run` and read its committee's description.
-
-    A finished run has its config.yaml, its report.json (written last), its tokenizer, and for every
-    pre-trained member a result.npz and classifier weights; anything missing is a CommitteeError naming it.
-    """
-    from orchestrator.config.experiment import validate_dict
-    from orchestrator.config.loader import load_raw
-    from orchestrator.run.plan import member_name
-    from orchestrator.run.rundir import RunLayout
-    from workers.train.member import Role
-
-    run_dir = Path(run_dir)
-    hint = "point --from-run at the directory of a `committee run` that finished (it holds report.json)"
-    if not run_dir.is_dir():
-        raise CommitteeError(f"{run_dir} is not a directory; {hint}")
-    for name in ("config.yaml", "report.json", "tokenizer"):
-        if not (run_dir / name).exists():
-            raise CommitteeError(f"{run_dir} is not a finished run: it has no {name}; {hint}")
-    raw = load_raw(run_dir / "config.yaml")
-    raw.pop("distill", None)  # a distill run that trained its committee is a run too
-    cfg = validate_dict(raw, source=str(run_dir / "config.yaml"))
-    layout = RunLayout.of(cfg, run_dir)
-    names, dirs, val, test = [], [], [], []
-    for index in range(cfg.committee.members):
-        name = member_name(Role.PRETRAINED, index)
-        member_dir = layout.member_dir(name)
-        result = load_result(member_dir)
-        classifier = checkpoint.join(member_dir, "classifier")
-        if result is None or not checkpoint.exists(checkpoint.join(classifier, checkpoint.MODEL_FILE)):
-            raise CommitteeError(f"{run_dir} is not a finished run: {name} has no result.npz or no classifier "
-                                 f"weights in {member_dir}; {hint}")
-        names.append(name)
-        dirs.append(classifier)
-        val.append(result.val_accuracy)
-        test.append(result.test_accuracy)
-    return RunMembers(run_dir, cfg, tuple(names), tuple(dirs), np.array(val), np.array(test), run_dir / "tokenizer")
 
 
 def load_members(classifier_dirs) -> list:
@@ -112,7 +58,8 @@ class Committee:
     """K fine-tuned members with their validation accuracies; see the module docstring."""
 
     def __init__(self, members: list, names: list[str], val_accuracy: np.ndarray, pad_id: int,
-                 tokenizer=None, max_length: int | None = None, run_dir: Path | None = None):
+                 tokenizer=None, max_length: int | None = None, label_names: list[str] | None = None,
+                 vote_weights: list[float] | None = None):
         if not members:
             raise CommitteeError("a committee needs at least one member")
         self.members = members
@@ -121,18 +68,9 @@ class Committee:
         self.pad_id = int(pad_id)
         self.tokenizer = tokenizer
         self.max_length = max_length
-        self.run_dir = run_dir
+        self._label_names = None if label_names is None else list(label_names)
+        self._vote_weights = None if vote_weights is None else np.asarray(vote_weights, dtype=np.float64)
         self._packed: PackedCommittee | None = None
-
-    @classmethod
-    def from_run(cls, run_dir: str | Path) -> "Committee":
-        """The pre-trained members of the finished run in `run_dir`, with its tokenizer."""
-        from workers.text.tokenizer import load_tokenizer
-
-        run = read_run(run_dir)
-        tokenizer = load_tokenizer(run.tokenizer_dir)
-        return cls(load_members(run.classifier_dirs), list(run.names), run.val_accuracy, tokenizer.pad_token_id,
-                   tokenizer=tokenizer, max_length=run.config.task.max_length, run_dir=run.run_dir)
 
     @classmethod
     def from_dirs(cls, classifier_dirs, names, val_accuracy, pad_id: int) -> "Committee":
@@ -221,13 +159,14 @@ class Committee:
     def predict(self, texts: list[str], rule: str = "soft") -> "Predictions":
         """The committee's decision on raw texts: tokenized with the run's tokenizer (cut to the run's
         task.max_length), one packed forward of all members, voted with `rule` (see workers.committee.voting)."""
-        from workers.text.corpus import encode
         from workers.committee.voting import RULES, aggregate, softmax
+        from workers.text.corpus import encode
 
         if rule not in RULES:
             raise CommitteeError(f"unknown voting rule {rule!r}; choose from {', '.join(RULES)}")
         if self.tokenizer is None:
-            raise CommitteeError("this committee has no tokenizer; load it with Committee.from_run(run_dir)")
+            raise CommitteeError("this committee has no tokenizer; load a finished run's committee with "
+                                 "orchestrator.run.finished.load_committee(run_dir)")
         if not texts:
             raise CommitteeError("no texts to predict; give at least one example")
         empty = [i for i, text in enumerate(texts) if not isinstance(text, str) or not text.strip()]
@@ -242,24 +181,17 @@ class Committee:
                            soft_labels=softmax(logits.astype(np.float64)).mean(axis=0),
                            agreement=(logits.argmax(axis=2) == labels).mean(axis=0), scores=scores)
 
-    def _run_report(self) -> dict:
-        import json
-
-        path = None if self.run_dir is None else Path(self.run_dir) / "report.json"
-        return json.loads(path.read_text()) if path is not None and path.is_file() else {}
-
     def label_names(self, num_classes: int) -> list[str]:
-        """Class names in id order from the run's report (ids as text for a run that recorded none)."""
-        names = self._run_report().get("corpus", {}).get("label_names") or []
+        """Class names in id order, as given (ids as text where none were given)."""
+        names = self._label_names or []
         return list(names) if len(names) == num_classes else [str(i) for i in range(num_classes)]
 
     def vote_weights(self) -> np.ndarray:
-        """The weighted vote's member weights [K]: the run's own (report.json), else softmax(val acc% / 10)."""
+        """The weighted vote's member weights [K]: as given (a run's own), else softmax(val acc% / 10)."""
         from workers.committee.voting import prior_weights
 
-        weights = (self._run_report().get("weights") or {}).get("pretrained")
-        if weights is not None and len(weights) == len(self):
-            return np.asarray(weights, dtype=np.float64)
+        if self._vote_weights is not None and len(self._vote_weights) == len(self):
+            return self._vote_weights
         return prior_weights(self.val_accuracy, 10.0)
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from workers.data.cache import cached
-from workers.data.root import FEW_REL_TEST_PER_RELATION, REFETCH_HINT, TASK_CLASSES
 from workers.data.datasets import file_identity
-from workers.errors import DataError
+from workers.data.root import FEW_REL_TEST_PER_RELATION, REFETCH_HINT, TASK_CLASSES
 from workers.data.task_examples import TaskSource, frozen_ids, per_class_sample
+from workers.errors import DataError
 
 
 def mark_entities(tokens: list[str], head: list, tail: list) -> str:

@@ -29,84 +29,38 @@ from pathlib import Path
 
 import numpy as np
 
-from workers.data.cache import cached
+# the rest of the data API, re-exported: callers use these as workers.data.loading.<name>
+from workers.data.cache import cached, clear_cache
+from workers.data.datasets import (
+    Part,
+    data_files_source,
+    files_source,
+    resolve_source,
+)
+from workers.data.few_rel import few_rel_source, mark_entities
+from workers.data.readers import read_columns
 from workers.data.root import (
+    DATA_ENV,
+    FEW_REL_TEST_PER_RELATION,
     PRESETS,
+    PULL_HINT,
     REFETCH_HINT,
+    TASK_CLASSES,
     TASK_FILES,
     TASK_LABEL_NAMES,
     TASK_TEXT_COLUMNS,
-    WIKIPEDIA,
     check_task_files,
+    default_data_root,
     require_file,
     resolve_data_root,
     wikipedia_shards,
 )
-from workers.data.datasets import (
-    Part,
-    Source,
-    data_files_source,
-    file_identity,
-    files_source,
-    resolve_source,
-)
-from workers.data.readers import read_columns
-from workers.errors import DataError
-from workers.data.few_rel import few_rel_source
+from workers.data.specs import CorpusSpec, TaskSpec
 from workers.data.task_examples import dataset_task_source, per_class_sample
-
-# the rest of the data API, re-exported: callers use these as workers.data.loading.<name>
-from workers.data.cache import clear_cache
-from workers.data.root import DATA_ENV, FEW_REL_TEST_PER_RELATION, PULL_HINT, TASK_CLASSES, default_data_root
-from workers.data.few_rel import mark_entities
-
+from workers.errors import DataError
 
 # ----------------------------------------------------------------------------------------------
-# What a task and a corpus are: presets, or the config's dataset fields
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """Where a classification task's examples come from and how to read them."""
-
-    name: str
-    source: Source | None  # None for FewRel (its adapter reads `few_rel_path`)
-    text_columns: tuple[str, ...] = ("text",)  # joined by a space
-    label_column: str = "label"
-    train_split: str = "train"
-    test_split: str = "test"
-    validation_split: str | None = None  # None: validation examples are carved from train
-    label_names: tuple[str, ...] | None = None  # class names in id order; None: from the data
-    label_order: str = ""  # how names map to ids, for the report (set for presets)
-    names_in_errors: bool = True  # name classes in sampling errors ("class 2 (Sports) has ...")
-    few_rel_path: Path | None = None
-
-    def identity(self) -> list:
-        """What a cache key needs to notice changed task data."""
-        if self.few_rel_path is not None:
-            return ["few_rel", list(file_identity(self.few_rel_path, REFETCH_HINT))]
-        return self.source.identity()
-
-    def describe(self) -> str:
-        return f"FewRel JSON {self.few_rel_path}" if self.few_rel_path is not None else self.source.describe()
-
-
-@dataclass(frozen=True)
-class CorpusSpec:
-    """Where the pre-training documents come from: the Wikipedia preset or the config's dataset."""
-
-    source: Source
-    split: str = "train"
-    text_column: str = "text"
-    wikipedia_root: Path | None = None  # set for the preset (its messages name the data root)
-
-    def identity(self) -> list:
-        return [self.split, self.text_column, self.source.identity()]
-
-    def describe(self) -> str:
-        if self.wikipedia_root is not None:
-            return f"{WIKIPEDIA} (data root {self.wikipedia_root})"
-        return self.source.describe()
+# A task and a corpus (workers.data.specs): presets, or the config's dataset fields
 
 
 def preset_task(root: Path, name: str) -> TaskSpec:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from workers.data.root import TASK_TEXT_COLUMNS
-from workers.data.readers import column_names, read_columns
 from workers.data.datasets import DATA_SUFFIXES, Part
-from workers.errors import DataError
 from workers.data.few_rel import read_few_rel
+from workers.data.readers import column_names, read_columns
+from workers.data.root import TASK_TEXT_COLUMNS
 from workers.data.task_examples import frozen_ids, parse_task_part
+from workers.errors import DataError
 
 
 def read_examples(path: Path, text_columns: tuple[str, ...], label_column: str) -> tuple[list[str], list | None]:

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from workers.data.cache import cached
-from workers.data.readers import read_columns
 from workers.data.datasets import Part
+from workers.data.readers import read_columns
 from workers.errors import DataError
 
 if TYPE_CHECKING:
-    from workers.data.loading import TaskSpec
+    from workers.data.specs import TaskSpec
 
 
 def frozen_ids(labels) -> np.ndarray:

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from workers.text.corpus import Ragged
+from workers.committee.voting import softmax
 from workers.distill.sets import SoftTokens
+from workers.text.corpus import Ragged
 from workers.train.finetune import predict_logits
 from workers.train.seeds import numpy_rng
-from workers.committee.voting import softmax
 
 FIRST_LAYER_WEIGHT = 10.0  # CV-DD weighs the first statistics layer (here: the embeddings' output) x10
 

@@ -25,11 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workers.text.corpus import Ragged
 from workers.model.devices import to_device
+from workers.text.corpus import Ragged
 from workers.train.finetune import TokenDistributions
 from workers.train.seeds import numpy_rng
-
 
 # ----------------------------------------------------------------------------------------------
 # selection of real examples

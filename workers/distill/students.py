@@ -10,11 +10,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from workers.text.corpus import Ragged
-from workers.distill.sets import DistilledSet
-from workers.train.finetune import FinetuneSettings, finetune, predict_logits
-from workers.model.bert import ModelSettings, build_classifier, init_from_streams, transfer_encoder
 from workers.committee.voting import accuracy
+from workers.distill.sets import DistilledSet
+from workers.model.bert import ModelSettings, build_classifier, init_from_streams, transfer_encoder
+from workers.text.corpus import Ragged
+from workers.train.finetune import FinetuneSettings, finetune, predict_logits
 
 
 @dataclass(frozen=True)

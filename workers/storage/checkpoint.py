@@ -27,34 +27,37 @@ from pathlib import Path
 
 import torch
 
+from workers.errors import CheckpointError
+
+# the rest of the storage and format API, re-exported: callers use these as workers.storage.checkpoint.<name>
 from workers.storage.checkpoint_format import (
+    CHECKPOINT_FILES,
     COMPLETE,
     MODEL_FILE,
     OPTIMIZER_FILE,
     OPTIMIZER_TENSOR,
+    PICKLE_SUFFIXES,
+    REQUIRED_FILES,
     STATE_FILE,
     STATE_FORMAT,
     check_step_dir,
     refusal,
 )
-from workers.errors import CheckpointError
 from workers.storage.files import (
     FIX_STAGING,
+    clear_local_cache,
     disk_full_is_user_error,
     exists,
     is_uri,
     join,
     list_dirs,
     local_dir,
+    parent,
+    read_bytes,
     remove,
     upload,
     write_bytes,
 )
-
-# the rest of the storage and format API, re-exported: callers use these as workers.storage.checkpoint.<name>
-from workers.storage.checkpoint_format import CHECKPOINT_FILES, PICKLE_SUFFIXES, REQUIRED_FILES
-from workers.storage.files import clear_local_cache, parent, read_bytes
-
 
 # ----------------------------------------------------------------------------------------------
 # a state dict as safetensors + JSON, and back

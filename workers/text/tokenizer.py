@@ -22,6 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 from workers.text.wordpiece import PREFIX, learn_vocab
+
 MAX_WORD_CHARS = 100  # longer "words" (URLs, tables) are [UNK], as in BERT
 
 

@@ -29,18 +29,9 @@ class MemberActor:
         return {"phase": "start", "node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address(),
                 "pid": os.getpid(), "restarted": restarted}
 
-    def run(self, spec, arrays, board):
-        from workers.train.member import run_member
-
-        def report(record: dict) -> None:
-            board.update.remote(spec.name, record)
-
-        report(self._start_record())
-        return run_member(spec, arrays, on_log=report)
-
     def run_group(self, specs, arrays, board) -> dict:
         """Runs a group of members (workers.train.groups: pre-trained as one stack, then fine-tuned one by one);
-        returns {name: MemberResult}. A group of one runs exactly as `run`."""
+        returns {name: MemberResult}. A group of one is the solo loop (`workers.train.member.run_member`)."""
         from workers.train.groups import run_group
 
         def report(name: str, record: dict) -> None:

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from workers.text.corpus import Ragged
 from workers.model.devices import describe, to_device
 from workers.model.precision import choice_stats, resolve_here
+from workers.text.corpus import Ragged
 from workers.train.pretrain import autocast
 from workers.train.schedule import make_optimizer
 from workers.train.seeds import numpy_rng, seed_global_torch

@@ -36,15 +36,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from workers.storage import checkpoint
 from workers.model.devices import describe, to_device
-from workers.train import pretrain as member_loop
-from workers.text.masking import mask_tokens
 from workers.model.precision import choice_stats, resolve_here
+from workers.model.stacked import DropoutStreams, StackedMLM, compiled_stack_losses, masked_rows, stack_losses
+from workers.storage import checkpoint
+from workers.text.masking import mask_tokens
+from workers.train import pretrain as member_loop
 from workers.train.pretrain import RESUME_KEYS, PretrainSettings, SpecialIds, autocast, batch_at
 from workers.train.schedule import warmup_linear
 from workers.train.seeds import torch_generator
-from workers.model.stacked import DropoutStreams, StackedMLM, compiled_stack_losses, masked_rows, stack_losses
 
 log = logging.getLogger(__name__)
 

@@ -23,13 +23,20 @@ from typing import Callable
 import numpy as np
 import torch
 
+from workers.committee.voting import accuracy
+from workers.model.bert import (
+    ModelSettings,
+    build_classifier,
+    build_mlm,
+    count_parameters,
+    init_from_streams,
+    transfer_encoder,
+)
+from workers.model.devices import member_device
 from workers.storage import checkpoint
 from workers.text.corpus import Ragged
-from workers.model.devices import member_device
 from workers.train.finetune import FinetuneSettings, finetune, predict_logits
-from workers.model.bert import ModelSettings, build_classifier, build_mlm, count_parameters, init_from_streams, transfer_encoder
 from workers.train.pretrain import PretrainSettings, SpecialIds, pretrain
-from workers.committee.voting import accuracy
 
 log = logging.getLogger(__name__)
 

@@ -29,10 +29,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from workers.storage import checkpoint
 from workers.model.devices import describe, to_device
-from workers.text.masking import IGNORE_INDEX, mask_tokens
 from workers.model.precision import choice_stats, resolve_here
+from workers.storage import checkpoint
+from workers.text.masking import IGNORE_INDEX, mask_tokens
 from workers.train.schedule import make_optimizer
 from workers.train.seeds import numpy_rng, seed_global_torch, torch_generator
 

@@ -1,4 +1,8 @@
-"""The Tune function trainable of `committee sweep`: one trial = one point and one member index.
+"""One trial of `committee sweep`: a pre-trained member and its scratch twin, as planned members.
+
+The sweep's Tune trainable (`orchestrator.sweep.tune.run_trial`) plans the trial's two members from the point
+Tune sampled (`TrialMembers`, made by `orchestrator.run.plan`) and hands them to `member_pair`, which runs them
+here without any sweep config and reports through the callback it is given.
 
 A trial trains (or reuses, below) the scratch member of index i at its point and the pre-trained
 member of index i (same seed, same fine-tuning data, order and head initialisation: the gap measures
@@ -8,46 +12,59 @@ scheduler can stop a poor trial early; the last report adds test accuracy, pre-t
 `final: True`. A trial that fails and is retried resumes: a finished member is loaded from its
 result.npz, an unfinished pre-training from its last checkpoint (the member directory is per trial).
 
-Scratch twins are shared: a twin depends only on its settings, seed and the task arrays
-(`orchestrator.sweep.space.twin_key`), which points that differ only in pre-training share. The first
+Scratch twins are shared: a twin depends only on its settings, seed and the task arrays (`twin_key`), which
+points that differ only in pre-training share. The first
 trial to train a twin publishes it to the sweep's twin store (`<storage root>/twins/<key>/twin.npz`,
 one file written atomically); a later trial with the same key copies it into its own scratch-NN
 directory instead of training it again, so every reader of trial directories sees the same files. A trial
 whose twin is not ready pre-trains its member first and looks again (`twin_ready`).
 
 The token arrays arrive by object reference: the driver `ray.put`s each data configuration once and
-passes the table of references with `tune.with_parameters`; a trial fetches only its own.
+passes the table of references with `tune.with_parameters`; a trial fetches only its own. Nothing here
+imports Ray or Tune.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
 import zipfile
+from dataclasses import asdict, dataclass, fields, is_dataclass
+from typing import Callable
 
 import numpy as np
-import ray
-from ray import tune
-from ray.tune.search.repeater import TRIAL_INDEX
 
-from orchestrator.sweep.space import MEMBER_INDEX, data_id, point_config, pretrain_steps, trial_specs, twin_key
-from workers.storage import checkpoint
-from workers.train.member import RESULT_FILE, MemberResult, MemberSpec, SharedArrays, load_result, pretrained_mlm, run_member
 from workers.committee.voting import accuracy
+from workers.storage import checkpoint
+from workers.train.member import (
+    RESULT_FILE,
+    MemberResult,
+    MemberSpec,
+    Role,
+    SharedArrays,
+    load_result,
+    pretrained_mlm,
+    run_member,
+)
 
 log = logging.getLogger(__name__)
 
 CURVE_FILE = "val_curve.json"  # a member's validation accuracy after each fine-tuning epoch
 TWIN_FILE = "twin.npz"  # in the twin store: a finished twin's result.npz and curve in one file
 TWIN_RECORD = "twin.json"  # in a trial's scratch directory: {"key", "reused", "trained_in"}
+TWIN_KEY_EXCLUDED = ("out_dir",)  # where a member is written, not what it learns
 
 
-def split_trial_config(config: dict) -> tuple[dict, int]:
-    """({dotted key: value} of the point, member index) from a trial's config (grid/random or optuna)."""
-    index = config.get(MEMBER_INDEX, config.get(TRIAL_INDEX, 0))
-    values = {k: v for k, v in config.items() if k not in (MEMBER_INDEX, TRIAL_INDEX)}
-    return values, int(index)
+@dataclass(frozen=True)
+class TrialMembers:
+    """A trial's two members, planned: the scratch twin and the pre-trained member of one index at one point."""
+
+    scratch: MemberSpec
+    pretrained: MemberSpec
+    point_id: str
+
 
 
 def validation_accuracy(model, arrays: SharedArrays, precision: str) -> float:
@@ -72,6 +89,57 @@ def member_with_curve(spec: MemberSpec, arrays: SharedArrays, on_epoch_accuracy=
     result = run_member(spec, arrays, on_epoch=on_epoch)
     checkpoint.write_bytes(curve_path, json.dumps(curve).encode())
     return result, curve
+
+
+# ----------------------------------------------------------------------------------------------
+# the identity of a scratch twin
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def task_arrays_digest(arrays: SharedArrays) -> str:
+    """sha256 of what a scratch member trains and is evaluated on: the train / val / test token arrays
+    (ids and offsets), their labels, the class count and the special ids (pad and vocabulary size shape
+    the model). Each array enters with its name, dtype and shape, so equal bytes of another layout differ.
+    The pre-training blocks are left out: a scratch member never reads them."""
+    h = hashlib.sha256()
+    named = {"train.ids": arrays.train.ids, "train.offsets": arrays.train.offsets, "train_labels": arrays.train_labels,
+             "val.ids": arrays.val.ids, "val.offsets": arrays.val.offsets, "val_labels": arrays.val_labels,
+             "test.ids": arrays.test.ids, "test.offsets": arrays.test.offsets, "test_labels": arrays.test_labels}
+    for name, array in named.items():
+        array = np.ascontiguousarray(array)
+        h.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
+        h.update(memoryview(array).cast("B"))
+    h.update(json.dumps({"num_classes": int(arrays.num_classes), "special": asdict(arrays.special)},
+                        sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def twin_key(scratch: MemberSpec, arrays: SharedArrays) -> str:
+    """The identity of a scratch twin: trials whose twins have equal keys train byte-identical members.
+
+    In the key, because `workers.train.member.run_member` and the trial's validation curve read them for a
+    scratch member:
+    - name, role, index: the role picks the `init/scratch` weight stream; name and index are written
+      into its result;
+    - seed: its weights, head, dropout and fine-tuning data order all come from streams of this seed;
+    - model: the shape of the classifier it builds;
+    - pretrain: None for every scratch twin (the planner gives the scratch role none, so a point's
+      pre-training settings never reach it); kept because a spec with settings there would pre-train;
+    - finetune: every fine-tuning setting (lr, epochs, batch size, precision for training and
+      evaluation, ...);
+    - the task arrays (`task_arrays_digest`): what it trains on and is evaluated on.
+    Left out: `out_dir` (where it is written). What the key cannot see is the device a trial runs on:
+    every trial of a sweep gets the same resources, so every twin trains on the same kind of device.
+    """
+    if scratch.role is not Role.SCRATCH:
+        raise ValueError(f"twin_key takes a scratch member's spec, not a {scratch.role.value} one ({scratch.name})")
+    settings = {f.name: getattr(scratch, f.name) for f in fields(scratch) if f.name not in TWIN_KEY_EXCLUDED}
+    settings = {k: asdict(v) if is_dataclass(v) else v for k, v in settings.items()}
+    settings["role"] = scratch.role.value
+    return "t-" + _digest({"member": settings, "task": task_arrays_digest(arrays)})[:20]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -144,10 +212,7 @@ def twin_ready(spec: MemberSpec, arrays: SharedArrays, twins_root) -> bool:
 def scratch_twin(spec: MemberSpec, arrays: SharedArrays, twins_root) -> tuple[MemberResult, list, dict]:
     """The trial's scratch twin: its own when already finished (a retried or resumed trial), else the store's
     copy of an equal twin, else trained here and published. Returns (result, validation curve, record:
-    {"key", "reused", "trained_in"}). With `twins_root` None nothing is shared."""
-    if twins_root is None:
-        result, curve = member_with_curve(spec, arrays)
-        return result, curve, {"key": None, "reused": False, "trained_in": str(spec.out_dir)}
+    {"key", "reused", "trained_in"})."""
     key = twin_key(spec, arrays)
     if not has_finished_member(spec.out_dir) and not fetch_twin(twins_root, key, spec.out_dir):
         write_twin_record(spec.out_dir, key, reused=False, trained_in=str(spec.out_dir))
@@ -184,28 +249,17 @@ def final_metrics(pre: MemberResult, scratch: MemberResult, point_id: str, index
             "seed": pre.seed, "final": True, **_twin_metrics(twin)}
 
 
-def member_pair(config: dict, plan: dict) -> None:
-    """Tune function trainable. `plan`: {"sweep": SweepConfig, "data": {data id: {"arrays": ObjectRef,
-    "blocks": int}}, "trials_root": path or URI, "twins_root": path or URI (None: no sharing), "threads": int}."""
-    import torch
-    from transformers.utils import logging as hf_logging
-
-    torch.set_num_threads(max(1, int(plan["threads"])))
-    hf_logging.disable_progress_bar()
-    values, index = split_trial_config(config)
-    point = point_config(plan["sweep"], values)
-    data = plan["data"][data_id(point)]
-    arrays = ray.get(data["arrays"])
-    out_root = checkpoint.join(plan["trials_root"], tune.get_context().get_trial_id())
-    steps = pretrain_steps(plan["sweep"], point, data["blocks"])
-    scratch_spec, pre_spec = trial_specs(point, index, steps, out_root)
-    twins_root = plan.get("twins_root")
-    if twins_root is not None and not twin_ready(scratch_spec, arrays, twins_root):
+def member_pair(members: TrialMembers, arrays: SharedArrays, twins_root, report: Callable[[dict], None]) -> None:
+    """Run one trial: its scratch twin (its own, the store's, or trained here and published to `twins_root`) and
+    its pre-trained member; `report` gets the metrics after each fine-tuning epoch of the pre-trained member
+    (with the twin's at the same epoch), then the final ones (`final: True`)."""
+    scratch_spec, pre_spec = members.scratch, members.pretrained
+    if not twin_ready(scratch_spec, arrays, twins_root):
         pretrained_mlm(pre_spec, arrays, None)  # saved; run_member below loads it and fine-tunes
     scratch, scratch_curve, twin = scratch_twin(scratch_spec, arrays, twins_root)
 
     def report_epoch(epoch: int, accuracy_now: float) -> None:
-        tune.report(_epoch_metrics(epoch, accuracy_now, scratch_curve, twin))
+        report(_epoch_metrics(epoch, accuracy_now, scratch_curve, twin))
 
     pre, _ = member_with_curve(pre_spec, arrays, on_epoch_accuracy=report_epoch)
-    tune.report(final_metrics(pre, scratch, point.point_id, index, twin))
+    report(final_metrics(pre, scratch, members.point_id, pre_spec.index, twin))
