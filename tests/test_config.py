@@ -89,7 +89,7 @@ def test_paper_presets_have_the_paper_shapes():
         assert (cfg.model.hidden_size, cfg.model.num_heads, cfg.model.num_layers) == (768, 12, 1)
         assert cfg.deep.enabled and cfg.deep.num_layers == 6
         assert cfg.pretrain.seq_len == 128 and cfg.pretrain.mode == "truncate"
-        assert cfg.tokenizer.vocab_size == 30522
+        assert cfg.tokenizer.vocab == "bert-base-uncased" and cfg.tokenizer.path is None  # the authors' vocabulary
 
 
 def test_overrides_are_parsed_as_yaml_values():

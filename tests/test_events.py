@@ -53,6 +53,38 @@ def test_records_and_report_become_scalars(tmp_path):
     assert committee["deep/test_accuracy"] == [(0, pytest.approx(0.4))]
 
 
+def test_calibration_and_diversity_become_scalars(tmp_path):
+    """A report with evidence (shaped as orchestrator.run.report writes it): each model's calibration in its own
+    directory, each vote's and each committee's diversity in the committee's."""
+    events = RunEvents(tmp_path)
+    events.record({"member": "member-00", "phase": "finetune", "epoch": 3, "epochs": 3, "loss": 0.5})
+    cal = {"nll": 1.25, "ece": 0.125, "brier": 0.5}
+    rules = {rule: {"test_accuracy": 0.5, "calibration": None if rule == "hard" else cal} for rule in RULES}
+    diversity = {"members": 2, "pairwise_disagreement": 0.25, "error_correlation": {"mean": 0.4},
+                 "brier": {"vote": 0.45, "mean_member": 0.5, "ambiguity": 0.05}}
+    events.report({"members": [{"name": "member-00", "val_accuracy": 0.5, "test_accuracy": 0.5, "calibration": cal}],
+                   "committee": rules, "scratch_committee": None,
+                   "committee_curve": [{"size": 1, "pretrained_accuracy": 0.5, "scratch_accuracy": None},
+                                       {"size": 2, "pretrained_accuracy": 0.5, "scratch_accuracy": None}],
+                   "deep": {"test_accuracy": 0.4, "calibration": {"nll": 2.0, "ece": 0.25, "brier": 0.75}},
+                   "statistics": {"diversity": {"pretrained": diversity}}})
+    events.close()
+    member = scalars(events_dir(tmp_path) / "member-00")
+    assert {k: v for k, v in member.items() if k.startswith("calibration/")} == \
+        {f"calibration/{k}": [(3, pytest.approx(v))] for k, v in cal.items()}  # step: the member's last epoch
+    assert scalars(events_dir(tmp_path) / "deep")["calibration/ece"] == [(0, pytest.approx(0.25))]
+    committee = scalars(events_dir(tmp_path) / COMMITTEE)
+    assert {k for k in committee if k.startswith("calibration/")} == {
+        f"calibration/pretrained/{rule}/{k}" for rule in ("soft", "logit", "weighted") for k in cal}
+    assert committee["calibration/pretrained/soft/brier"] == [(2, pytest.approx(0.5))]
+    assert {k: v for k, v in committee.items() if k.startswith("diversity/")} == {
+        "diversity/pretrained/pairwise_disagreement": [(2, pytest.approx(0.25))],
+        "diversity/pretrained/error_correlation": [(2, pytest.approx(0.4))],
+        "diversity/pretrained/vote_brier": [(2, pytest.approx(0.45))],
+        "diversity/pretrained/mean_member_brier": [(2, pytest.approx(0.5))],
+        "diversity/pretrained/ambiguity": [(2, pytest.approx(0.05))]}
+
+
 def test_a_run_writes_its_scalars(own_data_run):
     run_dir = own_data_run["run_dir"]
     report = json.loads((run_dir / "report.json").read_text())
@@ -82,3 +114,14 @@ def test_a_run_writes_its_scalars(own_data_run):
         assert committee[f"committee_size/{arm}"] == [(p["size"], pytest.approx(p[f"{arm}_accuracy"]))
                                                       for p in report["committee_curve"]]
     assert committee["deep/test_accuracy"] == [(0, pytest.approx(report["deep"]["test_accuracy"]))]
+    # the report's evidence: every model's calibration, each committee's diversity
+    for member in report["members"]:
+        written = scalars(events_dir(run_dir) / member["name"])
+        assert {k: v[0][1] for k, v in written.items() if k.startswith("calibration/")} == \
+            {f"calibration/{k}": pytest.approx(v) for k, v in member["calibration"].items()}
+    assert scalars(events_dir(run_dir) / "deep")["calibration/nll"][0][1] == \
+        pytest.approx(report["deep"]["calibration"]["nll"])
+    for arm, key in (("pretrained", "committee"), ("scratch", "scratch_committee")):
+        assert committee[f"calibration/{arm}/soft/ece"] == [(size, pytest.approx(report[key]["soft"]["calibration"]["ece"]))]
+        assert committee[f"diversity/{arm}/ambiguity"] == \
+            [(size, pytest.approx(report["statistics"]["diversity"][arm]["brier"]["ambiguity"]))]

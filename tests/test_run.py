@@ -67,6 +67,64 @@ def test_smoke_run_writes_a_complete_run_directory(smoke_run):
     assert any(r.get("phase") == "pretrain" for r in lines)
 
 
+def test_smoke_report_carries_intervals_paired_tests_diversity_and_calibration(smoke_run):
+    """Every accuracy of report.json has its 95% interval over the test examples, every comparison the papers make
+    has its paired test on those examples, and both committees their diversity and calibration; the numbers are
+    checked against each other (the counts behind the tests against the accuracies, the Brier split)."""
+    from workers.stats import mcnemar_exact, wilson_interval
+
+    run_dir, _, _ = smoke_run
+    report = json.loads((run_dir / "report.json").read_text())
+    stats = report["statistics"]
+    n = stats["test_examples"]
+    assert n == report["corpus"]["test_examples"] == 200
+    assert stats["chance"] == {"rate": 0.25, "class": 0, "n": 200}  # AG News's test split is balanced
+    models = {m["name"]: m for m in report["members"]} | {"deep": report["deep"]} | {
+        f"{key}/{rule}": v for key in ("committee", "scratch_committee") for rule, v in report[key].items()}
+    for name, m in models.items():
+        low, high = m["test_accuracy_ci95"]
+        assert (low, high) == pytest.approx(wilson_interval(round(m["test_accuracy"] * n), n)), name
+        assert low < m["test_accuracy"] < high, name
+        if name.endswith("/hard"):
+            assert m["calibration"] is None
+        else:
+            assert set(m["calibration"]) == {"nll", "ece", "brier"} and 0 <= m["calibration"]["ece"] <= 1, name
+    # a warning for exactly the models whose interval reaches down to chance
+    assert sorted(w["model"] for w in stats["warnings"]) == sorted(
+        name for name, m in models.items() if m["test_accuracy_ci95"][0] <= 0.25)
+    assert report["committee"]["soft"]["test_accuracy_ci95"][0] > 0.25, "the smoke committee learns the task"
+    pairs = {(c["a"], c["b"]): c for c in stats["comparisons"]}
+    expected = {(f"committee/{r}", f"scratch_committee/{r}") for r in ("soft", "logit", "hard", "weighted")}
+    expected |= {(f"committee/{r}", "deep") for r in ("soft", "logit", "hard", "weighted")}
+    expected |= {("member-00", "scratch-00"), ("member-01", "scratch-01")}
+    assert set(pairs) == expected
+    for (a, b), c in pairs.items():
+        assert c["n"] == n and c["a_accuracy"] == pytest.approx(models[a]["test_accuracy"])
+        assert c["difference"] == pytest.approx(models[a]["test_accuracy"] - models[b]["test_accuracy"])
+        assert c["difference"] == pytest.approx((c["a_only"] - c["b_only"]) / n)
+        assert c["mcnemar_p"] == pytest.approx(mcnemar_exact(c["a_only"], c["b_only"]))
+        assert c["p"] >= c["mcnemar_p"] and c["ci95"][0] <= c["difference"] <= c["ci95"][1]
+        assert c["verdict"] in ("a better", "b better", "inconclusive")
+        assert c["verdict"] == "inconclusive" or (c["p"] < 0.05 and (c["ci95"][0] > 0 or c["ci95"][1] < 0))
+    for arm, key in (("pretrained", "committee"), ("scratch", "scratch_committee")):
+        d = stats["diversity"][arm]
+        assert d["members"] == 2 and 0 <= d["pairwise_disagreement"] <= 1
+        assert d["vote_accuracy"] == report[key]["soft"]["test_accuracy"]
+        assert d["brier"]["vote"] == pytest.approx(report[key]["soft"]["calibration"]["brier"], abs=1e-12)
+        assert d["brier"]["vote"] == pytest.approx(d["brier"]["mean_member"] - d["brier"]["ambiguity"], abs=1e-12)
+        members = [m for m in report["members"] if m["pretrained"] == (arm == "pretrained")]
+        assert d["brier"]["mean_member"] == pytest.approx(sum(m["calibration"]["brier"] for m in members) / 2)
+    md = (run_dir / "report.md").read_text()
+    for words in ("with 95% interval over 200 test examples", "pre-trained − scratch (points) [95% CI]",
+                  "committee − deep model", "− scratch twin (points)", "## Committee mechanics", "ECE (15 bins)",
+                  "## How the numbers were tested", "exact McNemar", "Wilson"):
+        assert words in md, words
+    soft = pairs[("committee/soft", "scratch_committee/soft")]
+    verdict = {"a better": "pre-trained better", "b better": "scratch better"}.get(soft["verdict"], "inconclusive")
+    assert f"| soft | {100 * models['committee/soft']['test_accuracy']:.1f} [" in md and f"| {verdict} |" in md
+    assert ("## Warnings" in md) == bool(stats["warnings"])
+
+
 def test_run_directory_loads_in_plain_transformers(smoke_run):
     from transformers import AutoTokenizer, BertForSequenceClassification
 

@@ -427,7 +427,10 @@ def test_smoke_sweep_writes_rows_points_committees_and_plots(smoke_sweep):
         assert p["committee"]["members"] == 2 and len(p["committee"]["scratch_curve"]) == 2
         assert p["committee"]["pretrained_curve"][0] == next(
             r["test_accuracy"] for r in rows if r["point_id"] == p["point_id"] and r["member_index"] == 0)
-    assert set(report["correlations"]) == {"corpus_tokens", "pretrain_tokens", "type_overlap", "occurrence_overlap"}
+    assert set(report["correlations"]) == {"corpus_tokens", "pretrain_tokens", "type_overlap", "occurrence_overlap",
+                                           "token_type_overlap", "token_occurrence_overlap"}
+    for p in report["points"]:  # token overlap on the sweep's vocabulary (learned here: near 100%, docs/sweep.md)
+        assert 0.9 < p["token_occurrence_overlap"] <= 1 and 0 < p["token_type_overlap"] <= 1
     md = (run_dir / "sweep.md").read_text()
     assert "gap [95% CI]" in md and "Spearman" in md and "pretrain.articles=60" in md
     # the resumed sweep's command only continues it; the report also gives the resolved config, which reruns it
@@ -437,6 +440,36 @@ def test_smoke_sweep_writes_rows_points_committees_and_plots(smoke_sweep):
 
     assert to_yaml(load_sweep_config(run_dir / "config.yaml")) == \
         to_yaml(with_reference_tokenizer(load_sweep_config(SMOKE, ["sweep.max_concurrent_trials=1"])))
+
+
+def test_smoke_sweep_tests_committees_and_twins_on_the_test_examples(smoke_sweep):
+    """Each point's committees carry 95% intervals over the test examples and their paired test; each trial its
+    accuracies' intervals and the paired test of its member against its scratch twin; models at chance are named."""
+    from workers.stats import wilson_interval
+
+    run_dir, _, _ = smoke_sweep
+    report = json.loads((run_dir / "sweep.json").read_text())
+    md = (run_dir / "sweep.md").read_text()
+    assert "## Committees on the test examples (paired)" in md and "members vs twins" in md
+    for p in report["points"]:
+        c = p["committee"]
+        stats = c["statistics"]
+        n = stats["test_examples"]
+        assert n == 160  # 40 per class, 4 classes
+        assert c["pretrained_ci95"] == stats["models"]["committee/soft"]["ci95"]
+        assert c["pretrained_ci95"][0] < c["pretrained_accuracy"] < c["pretrained_ci95"][1]
+        assert (c["comparison"]["a"], c["comparison"]["b"]) == ("committee/soft", "scratch_committee/soft")
+        assert c["comparison"]["difference"] == pytest.approx(c["gap"])
+        rows = [r for r in report["rows"] if r["point_id"] == p["point_id"]]
+        assert c["trials"] == {str(r["member_index"]): r["trial_id"] for r in rows}
+        for r in rows:
+            for key in ("test_accuracy", "scratch_test_accuracy"):
+                assert r[f"{key}_ci95"] == pytest.approx(list(wilson_interval(round(r[key] * n), n)))
+            assert r["twin_test"]["difference"] == pytest.approx(r["gap"])
+            assert r["twin_test"]["verdict"] in ("a better", "b better", "inconclusive")
+        for w in stats["warnings"]:
+            assert stats["models"][w["model"]]["ci95"][0] <= stats["chance"]["rate"]
+            assert w["message"] in md
 
 
 def test_trials_report_every_epoch_and_keep_their_members(smoke_sweep):

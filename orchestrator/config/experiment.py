@@ -42,7 +42,7 @@ class DataConfig(_Strict):
     )
 
 
-TASK_PRESETS = ("ag_news", "dbpedia_14", "few_rel")
+TASK_PRESETS = ("ag_news", "dbpedia_14", "few_rel", "few_rel_64")
 # the task's dataset fields and their defaults: a preset (no dataset) brings its own
 _TASK_DATASET_DEFAULTS = {"dataset_config": None, "text_column": "text", "label_column": "label", "label_names": None,
                           "train_split": "train", "test_split": "test", "validation_split": None}
@@ -50,7 +50,8 @@ _TASK_DATASET_DEFAULTS = {"dataset_config": None, "text_column": "text", "label_
 
 class TaskConfig(_Strict):
     name: str = Field("ag_news", min_length=1, description="with no dataset: a preset read from the data root "
-                      "(ag_news, dbpedia_14, few_rel); with your own dataset: its name in the report")
+                      "(ag_news, dbpedia_14, few_rel: FewRel's 16 val_wiki relations, few_rel_64: its 64 train_wiki relations, "
+                      "the authors'); with your own dataset: its name in the report")
     dataset: str | None = Field(
         None, description="your own data: a Hugging Face hub id (read from the local cache when HF_HUB_OFFLINE=1), "
         "a save_to_disk folder, or a folder of split files (train.csv, test.jsonl, ...); null = the preset name"
@@ -111,10 +112,23 @@ class TaskConfig(_Strict):
 
 class TokenizerConfig(_Strict):
     path: str | None = Field(None, description="an existing tokenizer directory; null = train one")
-    vocab_size: int = Field(8000, ge=200, le=100_000, description="WordPiece vocabulary of a trained tokenizer")
+    vocab: str | None = Field(
+        None, min_length=1, description="a fixed WordPiece vocabulary, read with bert-base-uncased's normalisation: "
+        "a vocab.txt, a folder holding vocab.txt or tokenizer.json, or a name resolved under the data root's "
+        "tokenizers/ folder (bert-base-uncased: the paper's 30,522 entries); null = learn one (vocab_size)"
+    )
+    vocab_size: int = Field(8000, ge=200, le=100_000, description="WordPiece vocabulary of a trained tokenizer "
+                            "(not used with tokenizer.path or tokenizer.vocab)")
     train_articles: int | None = Field(
         None, ge=1, description="articles the tokenizer is trained on; null = the pre-training corpus"
     )
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.path is not None and self.vocab is not None:
+            raise ValueError("tokenizer.path and tokenizer.vocab both name a tokenizer; keep one (path: a saved "
+                             "tokenizer directory; vocab: a fixed vocabulary)")
+        return self
 
 
 class ModelConfig(_Strict):

@@ -25,6 +25,7 @@ import numpy as np
 from orchestrator.config.commands import to_yaml
 from orchestrator.config.experiment import ExperimentConfig
 from orchestrator.run import cluster, report, rundir
+from orchestrator.run.evidence import evidence
 from orchestrator.run.monitor import MemberRun
 from orchestrator.run.plan import member_specs
 from orchestrator.run.prepare import Prepared, prepare
@@ -146,14 +147,15 @@ def train_members(run: OpenRun, cfg: ExperimentConfig, specs: list[MemberSpec], 
 
 def write_run_report(run: OpenRun, cfg: ExperimentConfig, specs: list[MemberSpec], results: dict[str, MemberResult],
                      command: str = "", echo=print) -> dict:
-    """Stage 4: score (the voting actor) and report (report.json, report.md, the curve, the mirror copy)."""
+    """Stage 4: score and evidence (the voting actor) and report (report.json, report.md, the curve, the mirror copy)."""
     members_done = time.perf_counter()
     votes = score(run.ray, specs, results, run.prepared.arrays, cfg.committee.weight_temperature)
+    tested = evidence(run.ray, specs, results, run.prepared.arrays, cfg.committee.weight_temperature, cfg.seed)
     corpus = dict(run.prepared.corpus)
     timing = {"wall_s": time.perf_counter() - run.t_start, "prepare_s": corpus.pop("prepare_s"),
               "members_wall_s": members_done - run.t_start}
     taken = run.pretrained.summary() if run.pretrained is not None else recorded(run.layout.run_dir)  # or resumed
-    out = report.build(cfg, corpus, results, specs, votes, timing, pretrained_from=taken)
+    out = report.build(cfg, corpus, results, specs, votes, timing, pretrained_from=taken, evidence=tested)
     report.write(run.layout, out, command=command)
     run.events.report(out)
     run.events.close()

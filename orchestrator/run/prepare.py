@@ -24,8 +24,10 @@ import numpy as np
 
 from workers.data import loading as wdata
 from workers.errors import DataError
+from workers.text import overlap
 from workers.text.corpus import Ragged, encode, pack_blocks, truncate_articles
 from workers.text.tokenizer import load_tokenizer, train_wordpiece
+from workers.text.vocab import fixed_tokenizer, resolve_vocab
 from workers.train.member import SharedArrays
 from workers.train.pretrain import SpecialIds
 
@@ -36,7 +38,9 @@ CACHE_ENV = "COMMITTEE_CACHE"
 _SOURCES = ("workers/data/loading.py", "workers/data/specs.py", "workers/data/root.py", "workers/data/cache.py",
             "workers/data/task_examples.py", "workers/data/few_rel.py", "workers/data/datasets.py",
             "workers/data/readers.py", "workers/text/corpus.py", "workers/text/tokenizer.py",
-            "workers/text/wordpiece.py", "orchestrator/run/prepare.py")
+            "workers/text/wordpiece.py", "workers/text/vocab.py", "workers/text/overlap.py",
+            "orchestrator/run/prepare.py")
+
 _REPO = Path(__file__).resolve().parents[2]
 
 
@@ -68,7 +72,9 @@ def check_data(cfg) -> Path | None:
     when the task and the corpus are both the user's own."""
     root = wdata.resolve_data_root(cfg.data.root) if uses_data_root(cfg) else None
     task, corpus = task_and_corpus(cfg)
-    n_tok = 0 if cfg.tokenizer.path else (cfg.tokenizer.train_articles or 0)
+    n_tok = 0 if cfg.tokenizer.path or cfg.tokenizer.vocab else (cfg.tokenizer.train_articles or 0)
+    if cfg.tokenizer.vocab:
+        resolve_vocab(cfg.tokenizer.vocab, vocab_data_root(cfg))
     wdata.check_task_data(root, task, cfg.task.train_per_class, cfg.task.val_per_class,
                           cfg.task.test_per_class, cfg.task.sample_seed,
                           pretrain_articles=max(cfg.pretrain.articles, n_tok), order_seed=cfg.pretrain.order_seed,
@@ -179,10 +185,44 @@ def tokenizer_for(root: Path | None, vocab_size: int, articles: int, order_seed:
     return _publish(tmp, final)
 
 
+def vocab_data_root(cfg) -> Path | None:
+    """The data root a named `tokenizer.vocab` is looked up in (None when there is none: a path must then do)."""
+    try:
+        return wdata.resolve_data_root(cfg.data.root)
+    except DataError:
+        return None
+
+
+def fixed_vocab_tokenizer(value: str, data_root: Path | None, cache_dir: Path | None = None) -> Path:
+    """The saved tokenizer of the fixed vocabulary `value` (tokenizer.vocab), cached by the vocabulary's digest."""
+    vocab = resolve_vocab(value, data_root)
+    cache = cache_dir or default_cache_dir()
+    final = cache / "tokenizers" / _digest({"kind": "fixed-vocab", "code": _sources_digest(), "sha256": vocab.sha256,
+                                            "file": vocab.file.name})
+    if (final / "tokenizer.json").is_file():
+        return final
+    tmp = _tmp_entry(cache)
+    fixed_tokenizer(vocab).save_pretrained(str(tmp))
+    return _publish(tmp, final)
+
+
+def vocabulary_words(cfg) -> str:
+    """Where the run's vocabulary comes from, for the report (a function of the config alone)."""
+    t = cfg.tokenizer
+    if t.vocab:
+        return f"fixed: {t.vocab}"
+    if t.path:
+        return f"the saved tokenizer {t.path}"
+    first = f" of its first {t.train_articles:,} documents" if t.train_articles else ""
+    return f"learned on the corpus{first} (WordPiece, {t.vocab_size:,} entries)"
+
+
 def _run_tokenizer(cfg, root: Path | None, articles: list[str], tokenizer_path: Path | None, cache: Path, echo,
                    corpus: wdata.CorpusSpec | None = None) -> Path:
     if tokenizer_path is not None:  # a resumed run's own tokenizer
         return Path(tokenizer_path)
+    if cfg.tokenizer.vocab:
+        return fixed_vocab_tokenizer(cfg.tokenizer.vocab, vocab_data_root(cfg), cache)
     if cfg.tokenizer.path:
         path = Path(cfg.tokenizer.path)
         try:
@@ -218,7 +258,8 @@ def prepare(cfg, tokenizer_path: Path | None = None, echo=print, cache_dir: Path
     else:
         arrays, corpus = _encode_all(cfg, task, articles, load_tokenizer(tok_dir))
         _publish(_save_arrays(arrays, corpus, _tmp_entry(cache)), entry)
-    corpus = {**corpus, **data_sources(task, corpus_spec), "prepare_s": round(time.perf_counter() - t0, 2)}
+    corpus = {**corpus, **data_sources(task, corpus_spec), "vocabulary": vocabulary_words(cfg),
+              "prepare_s": round(time.perf_counter() - t0, 2)}
     return Prepared(arrays=arrays, corpus=corpus, tokenizer_dir=tok_dir, data_root=root)
 
 
@@ -247,7 +288,8 @@ def prepare_from_texts(cfg, articles: list[str], tokenizer_path: Path, echo=prin
         echo(f"encoding a corpus of {len(articles)} texts")
         arrays, corpus = _encode_all(cfg, task, articles, load_tokenizer(tokenizer_path))
         _publish(_save_arrays(arrays, corpus, _tmp_entry(cache)), entry)
-    corpus = {**corpus, **data_sources(task, corpus_spec), "prepare_s": round(time.perf_counter() - t0, 2)}
+    corpus = {**corpus, **data_sources(task, corpus_spec), "vocabulary": vocabulary_words(cfg),
+              "prepare_s": round(time.perf_counter() - t0, 2)}
     return Prepared(arrays=arrays, corpus=corpus, tokenizer_dir=Path(tokenizer_path), data_root=root)
 
 
@@ -274,7 +316,7 @@ def _encode_all(cfg, task: wdata.TaskSplits, articles: list[str], tokenizer) -> 
         "blocks": int(len(blocks)),
         "real_tokens_in_blocks": int((blocks != special.pad).sum()),
         "vocab_size": special.vocab_size,
-        "token_overlap": token_overlap(encoded.ids, arrays.train.ids, special),
+        **token_overlaps(encoded.ids, arrays.train.ids, special),
         "train_examples": len(arrays.train), "val_examples": len(arrays.val), "test_examples": len(arrays.test),
     }
     return arrays, corpus
@@ -306,10 +348,9 @@ def _load_arrays(entry: Path) -> tuple[SharedArrays, dict]:
     return arrays, meta["corpus"]
 
 
-def token_overlap(corpus_ids, task_ids, special: SpecialIds) -> float:
-    """Share of the task's (non-special) token occurrences whose token id occurs in the pre-training corpus."""
-    skip = np.array([special.pad, special.cls, special.sep, special.mask, special.unk])
-    task_ids = task_ids[~np.isin(task_ids, skip)]
-    seen = np.zeros(special.vocab_size, dtype=bool)
-    seen[np.asarray(corpus_ids)] = True
-    return float(seen[task_ids].mean()) if len(task_ids) else 0.0
+def token_overlaps(corpus_ids, task_ids, special: SpecialIds) -> dict:
+    """The task's training token ids against the corpus's (workers.text.overlap.token_id_overlap):
+    `token_overlap` (share of occurrences, the report's figure) and `token_type_overlap` (share of distinct ids)."""
+    measured = overlap.token_id_overlap(corpus_ids, task_ids, (special.pad, special.cls, special.sep, special.mask,
+                                                               special.unk), special.vocab_size)
+    return {"token_overlap": measured["token_occurrence_overlap"], "token_type_overlap": measured["token_type_overlap"]}

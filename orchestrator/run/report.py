@@ -5,13 +5,35 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from orchestrator.run import evidence as ev
 from orchestrator.run import rundir
 from workers.committee.voting import RULES
 from workers.train.member import Role
 
+EVIDENCE_KEYS = ("methods", "test_examples", "chance", "comparisons", "warnings", "diversity")
 
-def _rules(vote: dict | None) -> dict | None:
-    return None if vote is None else {rule: vote["rules"][rule] for rule in RULES}
+
+def _with_evidence(entry: dict, name: str, evidence: dict | None) -> dict:
+    """A report entry (a member, a vote, the deep model) with its 95% interval and calibration, when known."""
+    model = (evidence or {}).get("models", {}).get(name)
+    if model is None:
+        return entry
+    return {**entry, "test_accuracy_ci95": model["ci95"], "calibration": model["calibration"]}
+
+
+def _rules(vote: dict | None, key: str, evidence: dict | None = None) -> dict | None:
+    """Each rule's test accuracy (with interval and calibration) of the committee reported under `key`."""
+    if vote is None:
+        return None
+    return {rule: _with_evidence(vote["rules"][rule], f"{key}/{rule}", evidence) for rule in RULES}
+
+
+def statistics_section(evidence: dict | None, seed: int) -> dict | None:
+    """report.json's `statistics`: how the numbers were tested, the chance level, the paired comparisons, the
+    warnings and each committee's diversity (per-model intervals and calibration sit with each model)."""
+    if evidence is None:
+        return None
+    return {"seed": seed, **{key: evidence[key] for key in EVIDENCE_KEYS}}
 
 
 def precision_summary(cfg, results: dict) -> dict:
@@ -50,20 +72,24 @@ def device_of(result) -> str:
     return f"pre-training {pretrain}, fine-tuning {finetune}"
 
 
-def build(cfg, corpus: dict, results: dict, specs, votes: dict, timing: dict, pretrained_from: dict | None = None) -> dict:
+def build(cfg, corpus: dict, results: dict, specs, votes: dict, timing: dict, pretrained_from: dict | None = None,
+          evidence: dict | None = None) -> dict:
     """The report dict. Everything outside `timing` is a pure function of config, seed, data and the hardware
     (with `precision: auto` the hardware decides the precision: `precision` says which and why).
     `pretrained_from`: {"run", "members"} when members' pre-training was taken from another run (recorded
-    as `pretrained_from`; their pre-training stats, throughput included, are that run's)."""
+    as `pretrained_from`; their pre-training stats, throughput included, are that run's).
+    `evidence`: workers.committee.evidence.committee_evidence of the same members (orchestrator.run.evidence):
+    each model's interval and calibration, and the `statistics` section."""
     members = []
     for spec in specs:
         if spec.role is Role.DEEP:
             continue
         r = results[spec.name]
-        members.append({"name": r.name, "index": r.index, "seed": r.seed, "pretrained": r.pretrained,
-                        "layers": r.num_layers, "parameters": r.parameters,
-                        "val_accuracy": r.val_accuracy, "test_accuracy": r.test_accuracy,
-                        "pretrain_final_loss": r.pretrain_stats.get("final_loss"), "device": device_of(r)})
+        members.append(_with_evidence({"name": r.name, "index": r.index, "seed": r.seed, "pretrained": r.pretrained,
+                                       "layers": r.num_layers, "parameters": r.parameters,
+                                       "val_accuracy": r.val_accuracy, "test_accuracy": r.test_accuracy,
+                                       "pretrain_final_loss": r.pretrain_stats.get("final_loss"),
+                                       "device": device_of(r)}, r.name, evidence))
     pre, scratch = votes.get("pretrained"), votes.get("scratch")
     k = cfg.committee.members
     curve = [{"size": i + 1, "pretrained_accuracy": pre["curve"][i],
@@ -83,14 +109,15 @@ def build(cfg, corpus: dict, results: dict, specs, votes: dict, timing: dict, pr
         "seed": cfg.seed,
         "corpus": corpus,
         "members": members,
-        "committee": _rules(pre),
-        "scratch_committee": _rules(scratch),
+        "committee": _rules(pre, "committee", evidence),
+        "scratch_committee": _rules(scratch, "scratch_committee", evidence),
         "weights": {"pretrained": pre["weights"], "scratch": scratch["weights"] if scratch else None},
         "committee_curve": curve,
-        "deep": None if deep is None else {"layers": deep.num_layers, "parameters": deep.parameters,
-                                            "val_accuracy": deep.val_accuracy, "test_accuracy": deep.test_accuracy,
-                                            "pretrain_final_loss": deep.pretrain_stats.get("final_loss"),
-                                            "device": device_of(deep)},
+        "deep": None if deep is None else _with_evidence(
+            {"layers": deep.num_layers, "parameters": deep.parameters, "val_accuracy": deep.val_accuracy,
+             "test_accuracy": deep.test_accuracy, "pretrain_final_loss": deep.pretrain_stats.get("final_loss"),
+             "device": device_of(deep)}, deep.name, evidence),
+        "statistics": statistics_section(evidence, cfg.seed),
         "precision": precision_summary(cfg, results),
         "timing": timing,
     }
@@ -143,12 +170,124 @@ def _corpus_words(c: dict) -> str:
     return f"the first {c['articles']} documents of the seeded order of {source}"
 
 
+def _vocabulary(c: dict) -> str:
+    return f": {c['vocabulary']}" if c.get("vocabulary") else ""
+
+
+def _token_overlap_words(c: dict) -> str:
+    """The corpus's token overlap with the task's training text, and what it means for this vocabulary."""
+    shares = f"{100 * c['token_overlap']:.1f}% of the task's training-token occurrences"
+    if "token_type_overlap" in c:
+        shares += f" and {100 * c['token_type_overlap']:.1f}% of its distinct tokens"
+    if str(c.get("vocabulary", "")).startswith("fixed"):
+        return f"Token overlap, on the fixed vocabulary: {shares} occur in the corpus."
+    return (f"Token overlap: {shares} occur in the corpus (near 100% whenever the tokenizer was learned on that "
+            f"corpus; a fixed vocabulary, tokenizer.vocab, makes it a measure of the corpus).")
+
+
 def _classes_lines(c: dict) -> list[str]:
     """The task's classes (id: name) and where its examples came from, when prepare recorded them."""
     if not c.get("label_names"):
         return []
     names = ", ".join(f"{i} {name}" for i, name in enumerate(c["label_names"]))
     return [f"Classes (id name; ids follow {c['label_order']}): {names}. Task examples from {c['task_source']}.", ""]
+
+
+def _committee_lines(r: dict) -> list[str]:
+    """Each vote of both committees with its interval, their paired comparison, and the deep model against the
+    committee (a comparison whose difference is inside the noise reads "inconclusive")."""
+    stats = r.get("statistics")
+    n = f" over {stats['test_examples']} test examples" if stats else ""
+    lines = [f"## Committee (test accuracy, %, with 95% interval{n})", "",
+             "| vote | pre-trained members | scratch members | pre-trained − scratch (points) [95% CI] | "
+             "McNemar p | verdict |", "|---|---|---|---|---|---|"]
+    for rule in RULES:
+        mine = r["committee"][rule]
+        theirs = r["scratch_committee"][rule] if r["scratch_committee"] else {}
+        comparison = ev.find_comparison(stats, f"committee/{rule}", f"scratch_committee/{rule}")
+        lines.append(f"| {rule} | {ev.accuracy_cell(mine['test_accuracy'], mine.get('test_accuracy_ci95'))} | "
+                     f"{ev.accuracy_cell(theirs.get('test_accuracy'), theirs.get('test_accuracy_ci95'))} | "
+                     f"{ev.difference_cell(comparison)} | {ev.p_text(comparison and comparison['p'])} | "
+                     f"{ev.verdict_text(comparison, 'pre-trained', 'scratch')} |")
+    if stats:
+        lines += ["", "The soft vote's comparison is the paper's claim and stands alone; the other votes' p-values are "
+                      "Holm-adjusted over those three."]
+    if not r["deep"]:
+        return lines
+    d = r["deep"]
+    lines += ["", f"Deep model ({d['layers']} layers, {d['parameters']:,} parameters, pre-trained on the same corpus): "
+                  f"**{_pct(d['test_accuracy'])}%** test accuracy{_interval_words(d.get('test_accuracy_ci95'))} "
+                  f"(ran on {d.get('device', 'not recorded')})."]
+    if stats:
+        lines += ["", "| pre-trained committee | committee − deep model (points) [95% CI] | McNemar p | verdict |",
+                  "|---|---|---|---|"]
+        for rule in RULES:
+            comparison = ev.find_comparison(stats, f"committee/{rule}", "deep")
+            lines.append(f"| {rule} vote | {ev.difference_cell(comparison)} | {ev.p_text(comparison and comparison['p'])} "
+                         f"| {ev.verdict_text(comparison, 'committee', 'deep model')} |")
+    return lines
+
+
+def _interval_words(ci95: list | None) -> str:
+    return "" if not ci95 else f" (95% CI {100 * ci95[0]:.1f}-{100 * ci95[1]:.1f})"
+
+
+def _member_lines(r: dict) -> list[str]:
+    """The members' table: test accuracy with its interval and each pre-trained member against its twin."""
+    stats = r.get("statistics")
+    twins = {m["index"]: m["name"] for m in r["members"] if not m["pretrained"]}
+    lines = ["## Members", "",
+             "| member | seed | layers | parameters | pre-train loss | val acc | test acc [95% CI] | "
+             "− scratch twin (points) [95% CI] | McNemar p (Holm) | verdict | device |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for m in r["members"]:
+        loss = "–" if m["pretrain_final_loss"] is None else f"{m['pretrain_final_loss']:.3f}"
+        twin = twins.get(m["index"]) if m["pretrained"] else None
+        comparison = ev.find_comparison(stats, m["name"], twin) if twin else None
+        lines.append(f"| {m['name']} | {m['seed']} | {m['layers']} | {m['parameters']:,} | {loss} | "
+                     f"{_pct(m['val_accuracy'])} | {ev.accuracy_cell(m['test_accuracy'], m.get('test_accuracy_ci95'))} | "
+                     f"{ev.difference_cell(comparison)} | {ev.p_text(comparison and comparison['p'])} | "
+                     f"{ev.verdict_text(comparison, 'member', 'twin') if twin else '–'} | "
+                     f"{m.get('device', 'not recorded')} |")
+    return lines
+
+
+def _number(x, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _mechanics_lines(r: dict) -> list[str]:
+    """Committee mechanics: each committee's diversity and the Brier split of its soft vote, and the
+    calibration of every member, vote and the deep model."""
+    stats = r.get("statistics")
+    if not stats:
+        return []
+    lines = ["", "## Committee mechanics", "",
+             "Brier(soft vote) = mean member Brier − ambiguity, exactly: the soft vote's gain over its average member "
+             "is the members' ambiguity (their mean squared distance from the vote).", "",
+             "| committee | members | pairwise disagreement | error correlation | mean member acc | soft-vote acc | "
+             "mean member Brier | ambiguity | soft-vote Brier |", "|---|---|---|---|---|---|---|---|---|"]
+    for arm, label in (("pretrained", "pre-trained"), ("scratch", "scratch")):
+        d = stats["diversity"].get(arm)
+        if d is None:
+            continue
+        b = d["brier"]
+        lines.append(f"| {label} | {d['members']} | {_number(d['pairwise_disagreement'])} | "
+                     f"{_number(d['error_correlation']['mean'])} | {_pct(d['mean_member_accuracy'])} | "
+                     f"{_pct(d['vote_accuracy'])} | {_number(b['mean_member'])} | {_number(b['ambiguity'])} | "
+                     f"{_number(b['vote'])} |")
+    lines += ["", "Calibration on the test set (the hard vote has no probabilities):", "",
+              "| model | NLL | ECE (15 bins) | Brier |", "|---|---|---|---|"]
+    entries = [(m["name"], m) for m in r["members"]]
+    for key, label in (("committee", "pre-trained committee"), ("scratch_committee", "scratch committee")):
+        entries += [(f"{label}, {rule} vote", v) for rule, v in (r[key] or {}).items()]
+    if r["deep"]:
+        entries.append(("deep model", r["deep"]))
+    for name, entry in entries:
+        cal = entry.get("calibration")
+        if cal:
+            lines.append(f"| {name} | {_number(cal['nll'])} | {_number(cal['ece'])} | {_number(cal['brier'])} |")
+    return lines
 
 
 def markdown(r: dict, run_dir: Path, command: str) -> str:
@@ -158,37 +297,21 @@ def markdown(r: dict, run_dir: Path, command: str) -> str:
         "",
         f"Task **{r['task']}** ({c['train_examples']} train / {c['val_examples']} validation / {c['test_examples']} test "
         f"examples), pre-training on {_corpus_words(c)} "
-        f"({c['corpus_tokens']:,} tokens, vocab {c['vocab_size']:,}). Token overlap: {100 * c['token_overlap']:.1f}% of the "
-        f"task's training-token occurrences have ids that occur in the corpus (near 100% whenever the tokenizer "
-        f"was trained on that corpus). Base seed {r['seed']}. Test accuracy is measured once, after the final step; "
+        f"({c['corpus_tokens']:,} tokens, vocab {c['vocab_size']:,}{_vocabulary(c)}). {_token_overlap_words(c)} "
+        f"Base seed {r['seed']}. Test accuracy is measured once, after the final step; "
         f"the validation split (carved from the training data) serves the weighted vote.",
         "",
         *_classes_lines(c),
-        "## Committee (test accuracy, %)",
-        "",
-        "| vote | pre-trained members | scratch members |",
-        "|---|---|---|",
+        *ev.warning_lines(r.get("statistics")),
+        *_committee_lines(r),
     ]
-    for rule in RULES:
-        scratch = r["scratch_committee"][rule]["test_accuracy"] if r["scratch_committee"] else None
-        lines.append(f"| {rule} | {_pct(r['committee'][rule]['test_accuracy'])} | {_pct(scratch)} |")
-    if r["deep"]:
-        d = r["deep"]
-        lines += ["", f"Deep model ({d['layers']} layers, {d['parameters']:,} parameters, pre-trained on the same corpus): "
-                      f"**{_pct(d['test_accuracy'])}%** test accuracy (ran on {d.get('device', 'not recorded')})."]
     lines += ["", "## Committee size (soft vote, members in index order)", "",
               "| size | pre-trained | scratch | gap (points) |", "|---|---|---|---|"]
     for p in r["committee_curve"]:
         gap = None if p["scratch_accuracy"] is None else 100 * (p["pretrained_accuracy"] - p["scratch_accuracy"])
         lines.append(f"| {p['size']} | {_pct(p['pretrained_accuracy'])} | {_pct(p['scratch_accuracy'])} | "
                      f"{'–' if gap is None else f'{gap:+.1f}'} |")
-    lines += ["", "![committee curve](committee_curve.png)", "", "## Members", "",
-              "| member | seed | layers | parameters | pre-train loss | val acc | test acc | device |",
-              "|---|---|---|---|---|---|---|---|"]
-    for m in r["members"]:
-        loss = "–" if m["pretrain_final_loss"] is None else f"{m['pretrain_final_loss']:.3f}"
-        lines.append(f"| {m['name']} | {m['seed']} | {m['layers']} | {m['parameters']:,} | {loss} | "
-                     f"{_pct(m['val_accuracy'])} | {_pct(m['test_accuracy'])} | {m.get('device', 'not recorded')} |")
+    lines += ["", "![committee curve](committee_curve.png)", "", *_member_lines(r), *_mechanics_lines(r)]
     lines += ["", "## Timing", "",
               f"- wall time: {t['wall_s']:.1f} s (data and tokenizer {t['prepare_s']:.1f} s)",
               *([_precision_line(r["precision"])] if "precision" in r else []),
@@ -200,6 +323,7 @@ def markdown(r: dict, run_dir: Path, command: str) -> str:
         source = r["pretrained_from"]
         lines.append(f"- pre-training of {', '.join(source['members'])} taken from {source['run']} (`--pretrained-from`; "
                      f"their pre-training figures are that run's)")
-    lines += ["", "## Reproduce", "", "```", *rundir.RunDir(Path(run_dir), "run").reproduce_lines(command), "```",
+    lines += ["", *ev.methods_lines(r.get("statistics")),
+              "## Reproduce", "", "```", *rundir.RunDir(Path(run_dir), "run").reproduce_lines(command), "```",
               "", "Same config and seed on CPU give the same numbers (everything but the timing).", ""]
     return "\n".join(lines)

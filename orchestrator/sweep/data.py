@@ -15,12 +15,14 @@ from pathlib import Path
 
 from orchestrator.run.prepare import (
     Prepared,
+    fixed_vocab_tokenizer,
     load_cfg_task,
     prepare,
     prepare_from_texts,
     task_and_corpus,
     tokenizer_for,
     uses_data_root,
+    vocab_data_root,
 )
 from orchestrator.sweep.space import PointConfig, data_id
 from workers.data import loading as wdata
@@ -73,7 +75,8 @@ class SweepTokenizers:
         self.loaded: dict[str, tuple[Path, object]] = {}
 
     def get(self, point: PointConfig, echo) -> tuple[Path, object]:
-        """(directory, tokenizer) of the point's tokenizer: saved, given (tokenizer.path), or learned (cached)."""
+        """(directory, tokenizer) of the point's tokenizer: saved, given (tokenizer.path), a fixed vocabulary
+        (tokenizer.vocab), or learned (cached)."""
         identity = tokenizer_identity(point)
         if identity not in self.loaded:
             e = point.experiment
@@ -81,6 +84,8 @@ class SweepTokenizers:
                 tok_dir = Path(self.saved[identity])
             elif e.tokenizer.path:
                 tok_dir = Path(e.tokenizer.path)
+            elif e.tokenizer.vocab:
+                tok_dir = fixed_vocab_tokenizer(e.tokenizer.vocab, vocab_data_root(e))
             else:
                 root = wdata.resolve_data_root(e.data.root) if uses_data_root(e) else None
                 tok_dir = tokenizer_for(root, e.tokenizer.vocab_size, e.tokenizer.train_articles,
@@ -127,6 +132,8 @@ def prepare_point_data(point: PointConfig, meter: OverlapMeter, rankings: dict, 
     corpus = {"source": point.corpus.source, **made, "corpus_tokens": c["corpus_tokens"], "blocks": c["blocks"],
               "type_overlap": measured["type_overlap"], "occurrence_overlap": measured["occurrence_overlap"],
               "task_word_types": measured["task_word_types"], "token_overlap": c["token_overlap"],
+              "token_type_overlap": c["token_type_overlap"], "token_occurrence_overlap": c["token_overlap"],
+              "vocabulary": c["vocabulary"],
               "tokenizer": str(tok_dir), "tokenizer_identity": tokenizer_identity(point)}
     return SweepData(point, prepared, corpus)
 
@@ -157,6 +164,7 @@ def prepare_sweep_data(points: list[PointConfig], echo, saved_tokenizers: dict[s
         c = data.corpus
         echo(f"  corpus {c['source']}: {c['articles']} articles + {c['task_texts']} task texts, "
              f"{c['corpus_tokens']:,} tokens; overlap with the task's training words: type "
-             f"{100 * c['type_overlap']:.1f}%, occurrence {100 * c['occurrence_overlap']:.1f}%")
+             f"{100 * c['type_overlap']:.1f}%, occurrence {100 * c['occurrence_overlap']:.1f}%; tokens: type "
+             f"{100 * c['token_type_overlap']:.1f}%, occurrence {100 * c['token_occurrence_overlap']:.1f}%")
         table[data_id(point)] = data
     return table

@@ -4,10 +4,10 @@ check (space, search, data, run dir; nothing created) -> prepare every data conf
 measured overlap, token arrays `ray.put` once) -> claim the run directory -> `tune.Tuner` (or
 `Tuner.restore` with --resume: no finished trial runs again) -> one row per trial -> the members of
 each point voted by the voting actor -> sweep.csv / sweep.json / sweep.md, the plots, best_config.yaml.
-Trials whose scratch twins would be identical share one (`<storage root>/twins/`, see workers.trainables).
+Trials whose scratch twins would be identical share one (`<storage root>/twins/`, see workers.train.trial).
 
-Tune is used as documented: a function trainable (`workers.trainables.member_pair`) with resources per
-trial from `resources.*`, `tune.RunConfig(storage_path=<run dir>/tune or storage.uri)`, a
+Tune is used as documented: a function trainable (`orchestrator.sweep.tune.run_trial`, which plans the trial's
+members and runs them with `workers.train.trial.member_pair`) with resources per trial from `resources.*`, `tune.RunConfig(storage_path=<run dir>/tune or storage.uri)`, a
 `tune.FailureConfig` that retries a failed trial (it resumes from its member checkpoints),
 `ray.tune.report` for metrics, and Tune's own progress table. Ctrl-C stops the sweep gracefully (Tune
 saves its state); `committee sweep --resume DIR` continues it.
@@ -28,7 +28,8 @@ from orchestrator.config.commands import to_yaml
 from orchestrator.config.sweep import SweepConfig
 from orchestrator.run import cluster, plan, rundir
 from orchestrator.run.driver import data_root_or_none, score
-from orchestrator.run.prepare import check_data, task_and_corpus
+from orchestrator.run.evidence import evidence
+from orchestrator.run.prepare import check_data, task_and_corpus, vocabulary_words
 from orchestrator.sweep import report as sweep_report
 from orchestrator.sweep.data import SweepData, prepare_sweep_data
 from orchestrator.sweep.space import (
@@ -144,7 +145,9 @@ def trial_rows(cfg: SweepConfig, grid, data: dict[str, SweepData]) -> list[dict]
                "values": dict(point.values), "member_index": index, "seed": point.experiment.seed + index,
                "status": status, "corpus_source": corpus["source"], "pretrain_articles": corpus["articles"],
                "corpus_tokens": corpus["corpus_tokens"], "type_overlap": corpus["type_overlap"],
-               "occurrence_overlap": corpus["occurrence_overlap"], "iterations": m.get("training_iteration"),
+               "occurrence_overlap": corpus["occurrence_overlap"],
+               "token_type_overlap": corpus.get("token_type_overlap"),
+               "token_occurrence_overlap": corpus.get("token_occurrence_overlap"), "iterations": m.get("training_iteration"),
                "scratch_reused": m.get("scratch_reused"), "twin_key": m.get("twin_key"),
                "error": None if result.error is None else str(result.error).splitlines()[0][:300]}
         for key in ("pretrain_tokens", "pretrain_steps", "val_accuracy", "scratch_val_accuracy", "val_gap",
@@ -171,8 +174,10 @@ def point_committee(ray, cfg: SweepConfig, layout: rundir.RunLayout, rows: list[
             if result is not None:
                 specs.append(spec)
                 results[spec.name] = result
-    votes = score(ray, specs, results, data.prepared.arrays, cfg.experiment.committee.weight_temperature)
-    return sweep_report.committee_summary(votes)
+    temperature = cfg.experiment.committee.weight_temperature
+    votes = score(ray, specs, results, data.prepared.arrays, temperature)
+    tested = evidence(ray, specs, results, data.prepared.arrays, temperature, cfg.experiment.seed)
+    return sweep_report.committee_summary(votes, tested, {index: row["trial_id"] for index, row in done.items()})
 
 
 def trials_root(layout: rundir.RunLayout):
@@ -262,6 +267,7 @@ def report_header(cfg: SweepConfig, rows: list[dict], data: dict[str, SweepData]
             "scheduler": cfg.sweep.scheduler, "metric": cfg.sweep.metric, "mode": cfg.sweep.mode,
             "seeds": cfg.sweep.seeds, "base_seed": cfg.experiment.seed, "seed": cfg.experiment.seed,
             "budget": cfg.sweep.budget, "corpus_source": cfg.sweep.corpus.source,
+            "vocabulary": vocabulary_words(cfg.experiment),
             "space": {k: {d.kind: d.bounds} for k, d in cfg.sweep.space.items()},
             "space_keys": list(cfg.sweep.space),
             "status_counts": ", ".join(f"{n} {status}" for status, n in sorted(counts.items())),
@@ -367,6 +373,7 @@ def finish(ray, cfg: SweepConfig, layout: rundir.RunLayout, grid, data: dict[str
     """Rows, committees and files once every trial has ended."""
     rows = trial_rows(cfg, grid, data)
     points = summarise(ray, cfg, layout, rows, data)
+    sweep_report.add_trial_evidence(rows, points)
     out = sweep_report.build(report_header(cfg, rows, data), rows, points)
     if cfg.sweep.search != "grid":
         chance = {p["point_id"]: chance_level(data[data_id(point_config(cfg, p["values"]))].prepared.arrays.val_labels)

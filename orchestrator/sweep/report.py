@@ -17,7 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from orchestrator.run import evidence as ev
 from orchestrator.run import rundir
+from orchestrator.run.plan import member_name
+from workers.stats import wilson_interval
+from workers.train.member import Role
 
 # two-sided 95% critical values of Student's t for 1..30 degrees of freedom (beyond: the normal 1.96)
 T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
@@ -26,6 +30,7 @@ T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
 PERMUTATIONS = 5000
 ROW_FIELDS = ("trial_id", "point_id", "member_index", "seed", "status", "corpus_source", "pretrain_articles",
               "corpus_tokens", "pretrain_tokens", "pretrain_steps", "type_overlap", "occurrence_overlap",
+              "token_type_overlap", "token_occurrence_overlap",
               "val_accuracy", "scratch_val_accuracy", "val_gap", "test_accuracy", "scratch_test_accuracy", "gap",
               "scratch_reused", "iterations", "error")
 
@@ -86,6 +91,8 @@ def point_summary(point: dict, rows: list[dict], committee: dict | None) -> dict
            "corpus_tokens": first["corpus_tokens"], "pretrain_articles": first["pretrain_articles"],
            "pretrain_tokens": done[0]["pretrain_tokens"] if done else None,
            "type_overlap": first["type_overlap"], "occurrence_overlap": first["occurrence_overlap"],
+           "token_type_overlap": first.get("token_type_overlap"),
+           "token_occurrence_overlap": first.get("token_occurrence_overlap"),
            "gap": mean_interval([r["gap"] for r in done]),
            "val_gap": mean_interval([r["val_gap"] for r in done]),
            "test_accuracy": mean_interval([r["test_accuracy"] for r in done]),
@@ -94,22 +101,56 @@ def point_summary(point: dict, rows: list[dict], committee: dict | None) -> dict
     return out
 
 
-def committee_summary(votes: dict) -> dict:
-    """Soft-vote test accuracy of both committees, their gap, and the curves over committee size."""
+def committee_summary(votes: dict, evidence: dict | None = None, trials: dict | None = None) -> dict:
+    """Soft-vote test accuracy of both committees, their gap, and the curves over committee size; with the
+    point's `evidence` (orchestrator.run.evidence) also each soft vote's 95% interval, their paired comparison
+    and the whole evidence (`statistics`); `trials`: member index -> the trial whose members the committee holds."""
     pre, scratch = votes.get("pretrained"), votes.get("scratch")
     pre_acc = pre["rules"]["soft"]["test_accuracy"] if pre else None
     scratch_acc = scratch["rules"]["soft"]["test_accuracy"] if scratch else None
     gap = None if pre_acc is None or scratch_acc is None else pre_acc - scratch_acc
-    return {"members": len(pre["curve"]) if pre else 0, "pretrained_accuracy": pre_acc,
-            "scratch_accuracy": scratch_acc, "gap": gap,
-            "pretrained_curve": pre["curve"] if pre else [], "scratch_curve": scratch["curve"] if scratch else []}
+    out = {"members": len(pre["curve"]) if pre else 0, "pretrained_accuracy": pre_acc,
+           "scratch_accuracy": scratch_acc, "gap": gap,
+           "pretrained_curve": pre["curve"] if pre else [], "scratch_curve": scratch["curve"] if scratch else []}
+    if evidence is not None:
+        models = evidence["models"]
+        out.update({"pretrained_ci95": models.get("committee/soft", {}).get("ci95"),
+                    "scratch_ci95": models.get("scratch_committee/soft", {}).get("ci95"),
+                    "comparison": ev.find_comparison(evidence, "committee/soft", "scratch_committee/soft"),
+                    "trials": {str(i): t for i, t in sorted((trials or {}).items())}, "statistics": evidence})
+    return out
+
+
+def add_trial_evidence(rows: list[dict], points: list[dict]) -> None:
+    """Each finished trial's test accuracies with their 95% Wilson intervals over the point's test examples and,
+    for the trial whose members its point's committee holds, the paired test of the member against its scratch
+    twin on the same examples (`twin_test`: difference, bootstrap interval, McNemar p Holm-adjusted over the
+    point's seeds, verdict)."""
+    by_point = {p["point_id"]: p for p in points}
+    for row in rows:
+        committee = (by_point.get(row["point_id"]) or {}).get("committee") or {}
+        stats = committee.get("statistics")
+        if row["status"] != "done" or stats is None:
+            continue
+        n = stats["test_examples"]
+        for key in ("test_accuracy", "scratch_test_accuracy"):
+            row[f"{key}_ci95"] = list(wilson_interval(round(row[key] * n), n))
+        if committee["trials"].get(str(row["member_index"])) == row["trial_id"]:
+            index = row["member_index"]
+            test = ev.find_comparison(stats, member_name(Role.PRETRAINED, index), member_name(Role.SCRATCH, index))
+            if test is not None:
+                row["twin_test"] = {k: test[k] for k in ("difference", "ci95", "mcnemar_p", "p", "verdict")}
+
+
+CORRELATION_AXES = ("corpus_tokens", "pretrain_tokens", "type_overlap", "occurrence_overlap", "token_type_overlap",
+                    "token_occurrence_overlap")
 
 
 def correlations(rows: list[dict], seed: int) -> dict:
     done = [r for r in rows if r["status"] == "done"]
     gaps = [r["gap"] for r in done]
-    return {axis: spearman([r[axis] for r in done], gaps, seed)
-            for axis in ("corpus_tokens", "pretrain_tokens", "type_overlap", "occurrence_overlap")}
+    return {axis: spearman([r[axis] for r in done], gaps, seed) for axis in CORRELATION_AXES
+            if all(r.get(axis) is not None for r in done)}
 
 
 PAIRED_ALL_VALUES = 4  # a key with at most this many values: every pair of them; more: neighbours in sorted order
@@ -254,6 +295,40 @@ def _corr(c: dict) -> str:
     return f"{c['rho']:+.2f} (permutation p = {c['p']:.3f}, n = {c['n']} trials)"
 
 
+def _verdict_counts(comparisons: list[dict]) -> str:
+    """'1 / 0 / 2': members better / twins better / inconclusive."""
+    counts = {v: sum(c["verdict"] == v for c in comparisons) for v in ("a better", "b better", "inconclusive")}
+    return f"{counts['a better']} / {counts['b better']} / {counts['inconclusive']}"
+
+
+def tested_lines(points: list[dict]) -> list[str]:
+    """sweep.md's section on the test examples: each point's committees with 95% intervals, their paired test,
+    the members against their twins, and the warnings of models not above chance (nothing without evidence)."""
+    tested = [p for p in points if (p["committee"] or {}).get("statistics")]
+    if not tested:
+        return []
+    lines = ["## Committees on the test examples (paired)", "",
+             "Each point's committees hold its seeds' members (soft vote). Intervals are over the test examples "
+             "(95% Wilson); the committees and each member and its twin are compared on the same examples (exact "
+             "McNemar, paired bootstrap; members Holm-adjusted over the point's seeds).", "",
+             "| point | pre-trained committee [95% CI] | scratch committee [95% CI] | pre − scratch (points) [95% CI] | "
+             "McNemar p | verdict | members vs twins: better / worse / inconclusive |", "|---|---|---|---|---|---|---|"]
+    warnings = []
+    for p in tested:
+        c, stats = p["committee"], p["committee"]["statistics"]
+        values = ", ".join(f"{k}={v}" for k, v in p["values"].items()) or p["point_id"]
+        twins = [t for t in stats["comparisons"] if t["family"] == "members vs scratch twins"]
+        lines.append(f"| {values} | {ev.accuracy_cell(c['pretrained_accuracy'], c.get('pretrained_ci95'))} | "
+                     f"{ev.accuracy_cell(c['scratch_accuracy'], c.get('scratch_ci95'))} | "
+                     f"{ev.difference_cell(c.get('comparison'))} | {ev.p_text((c.get('comparison') or {}).get('p'))} | "
+                     f"{ev.verdict_text(c.get('comparison'), 'pre-trained', 'scratch')} | {_verdict_counts(twins)} |")
+        warnings += [f"- **not above chance** at {values}: {w['message']}" for w in stats["warnings"]]
+    lines.append("")
+    if warnings:
+        lines += ["## Warnings", "", *warnings, ""]
+    return lines
+
+
 def paired_lines(paired: list[dict] | None) -> list[str]:
     """sweep.md's section of paired comparisons (nothing when no key has a block with both trials done)."""
     if not paired:
@@ -297,35 +372,46 @@ def chance_line(r: dict) -> str:
     return f"{head}: " + "; ".join(f"{point_id} ({bar(levels[point_id])})" for point_id in left_out) + "."
 
 
+def _tokenizer_words(r: dict) -> str:
+    vocabulary = r.get("vocabulary") or ""
+    if vocabulary.startswith("fixed"):
+        return f"one fixed vocabulary at every point ({vocabulary.split(': ', 1)[-1]}), on which token overlap is measured"
+    return "one tokenizer per vocabulary size, learned on a reference corpus every point shares"
+
+
 def markdown(r: dict, command: str, run_dir: Path) -> str:
     lines = [f"# Sweep report: {r['name']}", "",
              f"Task **{r['task']}**; search **{r['search']}** over {', '.join(f'`{k}`' for k in r['space_keys'])}, "
              f"{r['seeds']} seed(s) per point (member i and its scratch twin share seed {r['base_seed']} + i); "
-             f"pre-training budget **{r['budget']}**; corpus source **{r['corpus_source']}**; one tokenizer per "
-             f"vocabulary size, learned on a reference corpus every point shares. "
+             f"pre-training budget **{r['budget']}**; corpus source **{r['corpus_source']}**; {_tokenizer_words(r)}. "
              f"{len(r['rows'])} trial(s): {r['status_counts']}. Gap = pre-trained minus scratch accuracy on the "
              f"test set, in points; overlap measured on the task's training text (docs/sweep.md defines it).", "",
              twin_line(r.get("twins")), "",
              "## Points", "",
-             "| point | corpus tokens | articles | type overlap | occ. overlap | seeds done | pre-trained | scratch | "
-             "gap [95% CI] | committee pre / scratch (gap) |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| point | corpus tokens | articles | type overlap | occ. overlap | token occ. overlap | seeds done | "
+             "pre-trained | scratch | gap [95% CI] | committee pre / scratch (gap) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in r["points"]:
         values = ", ".join(f"{k}={v}" for k, v in p["values"].items())
         c = p["committee"]
         committee = "–" if not c else (f"{_pct(c['pretrained_accuracy'])} / {_pct(c['scratch_accuracy'])} "
                                        f"({_signed(c['gap'])})")
         lines.append(f"| {values} | {p['corpus_tokens']:,} | {p['pretrain_articles']} | {_pct(p['type_overlap'])}% | "
-                     f"{_pct(p['occurrence_overlap'])}% | {p['seeds_done']}/{p['trials']} | "
+                     f"{_pct(p['occurrence_overlap'])}% | {_pct(p.get('token_occurrence_overlap'))}% | "
+                     f"{p['seeds_done']}/{p['trials']} | "
                      f"{_pct(p['test_accuracy']['mean'])} | {_pct(p['scratch_test_accuracy']['mean'])} | "
                      f"{_gap(p['gap'])} | {committee} |")
-    lines += [""] + paired_lines(r.get("paired"))
+    lines += [""] + tested_lines(r["points"]) + paired_lines(r.get("paired"))
     corr = r["correlations"]
     lines += ["## Does the gap grow with size and overlap?", "",
               "Spearman's rank correlation of the trials' gaps with:", "",
               f"- corpus size (tokens): {_corr(corr['corpus_tokens'])}",
               f"- pre-training tokens seen: {_corr(corr['pretrain_tokens'])}",
-              f"- type overlap: {_corr(corr['type_overlap'])}",
-              f"- occurrence overlap: {_corr(corr['occurrence_overlap'])}", "",
+              f"- type overlap (words): {_corr(corr['type_overlap'])}",
+              f"- occurrence overlap (words): {_corr(corr['occurrence_overlap'])}",
+              *[f"- token {kind} overlap (vocabulary {r.get('vocabulary') or 'of the sweep'}): "
+                f"{_corr(corr[f'token_{kind}_overlap'])}" for kind in ("type", "occurrence")
+                if f"token_{kind}_overlap" in corr], "",
               "![gap against size](gap_vs_size.png)", "", "![gap against overlap](gap_vs_overlap.png)", ""]
     if "best" in r:
         lines += ["## Best point (validation only)", ""]
@@ -339,5 +425,7 @@ def markdown(r: dict, command: str, run_dir: Path) -> str:
         if r.get("best_at_chance"):
             lines += ["", chance_line(r)]
         lines += [""]
+    first = next((p["committee"]["statistics"] for p in r["points"] if (p["committee"] or {}).get("statistics")), None)
+    lines += ev.methods_lines(first)
     lines += ["## Reproduce", "", "```", *rundir.RunDir(Path(run_dir), "sweep").reproduce_lines(command), "```", ""]
     return "\n".join(lines)

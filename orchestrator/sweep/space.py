@@ -191,9 +191,10 @@ def grid_points(cfg: SweepConfig) -> list[PointConfig]:
 
 def with_reference_tokenizer(cfg: SweepConfig) -> SweepConfig:
     """Fix the tokenizer's corpus for the whole sweep (a reference corpus every point shares): without
-    tokenizer.train_articles, the largest pretrain.articles the space reaches; otherwise as given."""
+    tokenizer.train_articles, the largest pretrain.articles the space reaches; otherwise (a given tokenizer or a
+    fixed vocabulary) as given."""
     e = cfg.experiment
-    if e.tokenizer.path or e.tokenizer.train_articles is not None:
+    if e.tokenizer.path or e.tokenizer.vocab or e.tokenizer.train_articles is not None:
         return cfg
     articles = [e.pretrain.articles]
     if "pretrain.articles" in cfg.sweep.space:

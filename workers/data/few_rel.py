@@ -15,7 +15,7 @@ import numpy as np
 
 from workers.data.cache import cached
 from workers.data.datasets import file_identity
-from workers.data.root import FEW_REL_TEST_PER_RELATION, REFETCH_HINT, TASK_CLASSES
+from workers.data.root import FEW_REL_PRESETS, FEW_REL_TEST_PER_RELATION, REFETCH_HINT, TASK_CLASSES
 from workers.data.task_examples import TaskSource, frozen_ids, per_class_sample
 from workers.errors import DataError
 
@@ -77,8 +77,9 @@ def _few_rel_text(path: Path, relation: str, row: int, example) -> str:
     return text
 
 
-def _parse_few_rel(path: Path) -> tuple[tuple[str, ...], tuple[str, ...], np.ndarray]:
-    """(relation ids, marked texts, labels) of FewRel's JSON, checked field by field."""
+def _parse_few_rel(path: Path, preset: str = "few_rel") -> tuple[tuple[str, ...], tuple[str, ...], np.ndarray]:
+    """(relation ids, marked texts, labels) of FewRel's JSON, checked field by field; `preset` says how many
+    relations the file must hold."""
     data = _load_json_utf8(path)
     if not isinstance(data, dict) or not data:
         raise DataError(f"{path} must map relation ids to lists of examples")
@@ -91,22 +92,22 @@ def _parse_few_rel(path: Path) -> tuple[tuple[str, ...], tuple[str, ...], np.nda
         for row, example in enumerate(examples):
             texts.append(_few_rel_text(path, relation, row, example))
             labels.append(label)
-    if len(relations) != TASK_CLASSES["few_rel"]:
+    if len(relations) != TASK_CLASSES[preset]:
         raise DataError(
-            f"{path} holds {len(relations)} relations ({', '.join(relations[:20])}), but few_rel has "
-            f"{TASK_CLASSES['few_rel']} (FewRel 1.0's validation relations); {REFETCH_HINT}"
+            f"{path} holds {len(relations)} relations ({', '.join(relations[:20])}), but {preset} has "
+            f"{TASK_CLASSES[preset]} ({FEW_REL_PRESETS[preset]}); {REFETCH_HINT}"
         )
     return tuple(relations), tuple(texts), frozen_ids(labels)
 
 
-def read_few_rel(path: Path) -> tuple[tuple[str, ...], tuple[str, ...], np.ndarray]:
+def read_few_rel(path: Path, preset: str = "few_rel") -> tuple[tuple[str, ...], tuple[str, ...], np.ndarray]:
     """(relation ids, texts, labels) of FewRel's JSON; label i is the i-th relation id in sorted order."""
-    return cached(file_identity(path, REFETCH_HINT), ("few_rel",), lambda: _parse_few_rel(path))
+    return cached(file_identity(path, REFETCH_HINT), (preset,), lambda: _parse_few_rel(path, preset))
 
 
-def few_rel_source(path: Path) -> TaskSource:
+def few_rel_source(path: Path, preset: str = "few_rel") -> TaskSource:
     """FewRel's fixed per-relation train/test split (it never depends on a run's seeds)."""
-    relations, texts, labels = read_few_rel(path)
+    relations, texts, labels = read_few_rel(path, preset)
     split_rng = np.random.default_rng(1_000_003)
     test_idx = np.sort(per_class_sample(labels, len(relations), FEW_REL_TEST_PER_RELATION, split_rng,
                                         f"{path} (test split)", relations))
@@ -114,5 +115,5 @@ def few_rel_source(path: Path) -> TaskSource:
     is_test[test_idx] = True
     return TaskSource([t for t, held_out in zip(texts, is_test) if not held_out], labels[~is_test],
                       [texts[i] for i in test_idx], labels[test_idx],
-                      f"few_rel train split ({path})", f"few_rel test split ({path})", relations,
+                      f"{preset} train split ({path})", f"{preset} test split ({path})", relations,
                       relations, "relation ids sorted")

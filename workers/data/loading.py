@@ -4,8 +4,8 @@ A task or a corpus is a dataset named the way Hugging Face `datasets` names one 
 save_to_disk folder, local csv/json/jsonl/parquet files, or for a corpus a folder of .txt files; see
 workers/data/datasets.py). The paper's data are presets of the same mechanism, read from a data root in the
 hub's schemas (workers/data/root.py, ../shared/data/README.md): ag_news and dbpedia_14 (parquet), the
-Wikipedia corpus (parquet shards), and few_rel (FewRel JSON through its own adapter, workers/data/few_rel.py:
-entity marking, a per-relation split).
+Wikipedia corpus (parquet shards), and few_rel / few_rel_64 (FewRel JSON, 16 or 64 relations, through its own
+adapter, workers/data/few_rel.py: entity marking, a per-relation split).
 Labels are integer class ids or string class names; names become ids in sorted order (Python's `sorted`,
 by Unicode code point) unless `task.label_names` lists them, and a hub ClassLabel keeps its own order
 (workers/data/task_examples.py).
@@ -41,6 +41,7 @@ from workers.data.few_rel import few_rel_source, mark_entities
 from workers.data.readers import read_columns
 from workers.data.root import (
     DATA_ENV,
+    FEW_REL_PRESETS,
     FEW_REL_TEST_PER_RELATION,
     PRESETS,
     PULL_HINT,
@@ -67,8 +68,8 @@ def preset_task(root: Path, name: str) -> TaskSpec:
     """A paper task from the data root: a dataset spec like any other (FewRel through its adapter)."""
     if name not in PRESETS:
         raise DataError(f"{name!r} is not a task preset ({', '.join(PRESETS)})")
-    if name == "few_rel":
-        return TaskSpec(name, None, few_rel_path=require_file(root, TASK_FILES["few_rel"][0]),
+    if name in FEW_REL_PRESETS:
+        return TaskSpec(name, None, few_rel_path=require_file(root, TASK_FILES[name][0]),
                         label_order="relation ids sorted")
     train, test = (require_file(root, rel) for rel in TASK_FILES[name])
     source = files_source({"train": [train], "test": [test]}, str(root / name), hint=REFETCH_HINT)
@@ -221,7 +222,7 @@ def load_task_from(spec: TaskSpec, train_per_class: int, val_per_class: int,
     Every class gets `train_per_class`, `val_per_class` and `test_per_class` (all when None) examples;
     a class the data lacks, or has too few of, fails naming the split, the file and the class.
     """
-    src = few_rel_source(spec.few_rel_path) if spec.few_rel_path is not None else dataset_task_source(spec)
+    src = few_rel_source(spec.few_rel_path, spec.name) if spec.few_rel_path is not None else dataset_task_source(spec)
     num_classes = len(src.label_names)
     rng = np.random.default_rng(sample_seed)
     if src.val_labels is None:

@@ -11,7 +11,7 @@ import numpy as np
 from workers.data.datasets import DATA_SUFFIXES, Part
 from workers.data.few_rel import read_few_rel
 from workers.data.readers import column_names, read_columns
-from workers.data.root import TASK_TEXT_COLUMNS
+from workers.data.root import FEW_REL_PRESETS, TASK_TEXT_COLUMNS
 from workers.data.task_examples import frozen_ids, parse_task_part
 from workers.errors import DataError
 
@@ -66,8 +66,8 @@ def predict_inputs(path: Path, task) -> tuple[list[str], list | None]:
         if not lines:
             raise DataError(f"{path} is empty; a .txt INPUT holds one example per line")
         return lines, None
-    if task.name == "few_rel" and task.dataset is None and task.data_files is None and path.suffix == ".json":
-        _, texts, labels = read_few_rel(path)
+    if task.name in FEW_REL_PRESETS and task.dataset is None and task.data_files is None and path.suffix == ".json":
+        _, texts, labels = read_few_rel(path, task.name)
         return list(texts), [int(label) for label in labels]
     text_columns, label_column = task_columns(task)
     return read_examples(path, text_columns, label_column)

@@ -4,7 +4,9 @@ A data root holds the paper's tasks and corpus in the hub's schemas (see ../shar
   wikipedia/train-*.parquet            id, url, title, text          the corpus preset (column text)
   ag_news/{train,test}.parquet         text, label (4 classes)       task preset ag_news
   dbpedia_14/{train,test}.parquet      label, title, content (14)    task preset dbpedia_14 (title + content)
-  few_rel/val_wiki.json                {relation: [{tokens, h, t}]}  task preset few_rel
+  few_rel/val_wiki.json                {relation: [{tokens, h, t}]}  task preset few_rel (16 relations)
+  few_rel/train_wiki.json              the same schema                task preset few_rel_64 (64 relations;
+                                                                      `committee data pull` writes it)
 This module only finds the files (it reads none); workers/data/loading.py turns them into task and corpus specs.
 """
 
@@ -20,12 +22,17 @@ PULL_HINT = "set COMMITTEE_DATA or data.root to a data root, or run `committee d
 REFETCH_HINT = ("check the data root with `sha256sum -c SHA256SUMS` (where it has one) and copy or pull the file "
                 "again (`committee data pull --root DIR`)")
 
-TASK_CLASSES = {"ag_news": 4, "dbpedia_14": 14, "few_rel": 16}
+TASK_CLASSES = {"ag_news": 4, "dbpedia_14": 14, "few_rel": 16, "few_rel_64": 64}
 TASK_FILES = {
     "ag_news": ("ag_news/train.parquet", "ag_news/test.parquet"),
     "dbpedia_14": ("dbpedia_14/train.parquet", "dbpedia_14/test.parquet"),
     "few_rel": ("few_rel/val_wiki.json",),
+    "few_rel_64": ("few_rel/train_wiki.json",),
 }
+# FewRel 1.0's released files: 80 relations of 700 sentences, 64 in train_wiki.json (the tiny-LM authors' task)
+# and 16 in val_wiki.json (the local data root's); each preset reads one file through the FewRel adapter
+FEW_REL_PRESETS = {"few_rel": "FewRel 1.0's 16 validation relations (val_wiki.json)",
+                   "few_rel_64": "FewRel 1.0's 64 training relations (train_wiki.json)"}
 TASK_TEXT_COLUMNS = {"ag_news": ("text",), "dbpedia_14": ("title", "content")}
 # the hub datasets' class names, in their id order
 TASK_LABEL_NAMES = {
@@ -34,7 +41,7 @@ TASK_LABEL_NAMES = {
                    "Building", "NaturalPlace", "Village", "Animal", "Plant", "Album", "Film", "WrittenWork"),
 }
 PRESETS = tuple(TASK_CLASSES)
-FEW_REL_TEST_PER_RELATION = 70  # per-relation split of FewRel's 700 examples: 630 train / 70 test (the paper's)
+FEW_REL_TEST_PER_RELATION = 70  # per-relation split of FewRel's 700 examples: 630 train / 70 test (the authors')
 WIKIPEDIA = "Wikipedia"  # the corpus preset's name in reports
 
 

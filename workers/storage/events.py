@@ -10,6 +10,10 @@ finetune/loss (step = epoch), finetune/val_accuracy and finetune/test_accuracy (
 Committee tags (from the report): committee/<arm>/<rule> (test accuracy of the full committee, step = its
 size), committee_size/<arm> (soft-vote test accuracy, step = committee size), deep/test_accuracy;
 <arm> is pretrained or scratch.
+Calibration and diversity (from the report's evidence, when it has them): calibration/{nll,ece,brier} of each
+member and the deep model in its own directory (step = last epoch, so members overlay), calibration/<arm>/<rule>/
+{nll,ece,brier} of each vote with probabilities, and diversity/<arm>/{pairwise_disagreement,error_correlation,
+mean_member_brier,ambiguity,vote_brier} (step = committee size) in the committee's.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 
 EVENTS_DIR = "tensorboard"
 COMMITTEE = "committee"
+DEEP = "deep"  # the deep model's directory (its member name)
 FLUSH_EVERY_S = 5  # a live run shows up in TensorBoard within seconds
 
 
@@ -83,7 +88,29 @@ class RunEvents:
                     writer.add_scalar(f"committee_size/{arm}", float(point[f"{arm}_accuracy"]), int(point["size"]))
         if report.get("deep"):
             writer.add_scalar("deep/test_accuracy", float(report["deep"]["test_accuracy"]), 0)
+        self._mechanics(report, size)
         self.flush()
+
+    def _mechanics(self, report: dict, size: int) -> None:
+        """Calibration of every model and the diversity of each committee, as the report's evidence has them."""
+        models = [(m["name"], m) for m in report.get("members", [])]
+        if report.get("deep"):
+            models.append((DEEP, report["deep"]))
+        for name, model in models:
+            for metric, value in (model.get("calibration") or {}).items():
+                self._writer(name).add_scalar(f"calibration/{metric}", float(value), self._last_epoch.get(name, 0))
+        writer = self._writer(COMMITTEE)
+        for arm, key in (("pretrained", "committee"), ("scratch", "scratch_committee")):
+            for rule, vote in (report.get(key) or {}).items():
+                for metric, value in (vote.get("calibration") or {}).items():
+                    writer.add_scalar(f"calibration/{arm}/{rule}/{metric}", float(value), size)
+        for arm, d in ((report.get("statistics") or {}).get("diversity") or {}).items():
+            values = {"pairwise_disagreement": d["pairwise_disagreement"], "error_correlation": d["error_correlation"]["mean"],
+                      "mean_member_brier": d["brier"]["mean_member"], "ambiguity": d["brier"]["ambiguity"],
+                      "vote_brier": d["brier"]["vote"]}
+            for metric, value in values.items():
+                if value is not None:
+                    writer.add_scalar(f"diversity/{arm}/{metric}", float(value), d["members"])
 
     def flush(self) -> None:
         for writer in self._writers.values():

@@ -7,9 +7,13 @@ Definitions (measured on the task's *training* text, never its validation or tes
 - *type overlap*: the share of the task's distinct words that occur in the corpus;
 - *occurrence overlap*: the share of the task's word occurrences whose word occurs in the corpus
   (frequent words weigh more).
-Overlap is measured on words and not on token ids because the sweep's tokenizer is fixed and learned
-on a reference corpus: almost every task token id then occurs in any corpus of a few thousand words,
-while whole words do not.
+- *token type overlap* and *token occurrence overlap*: the same two shares over token ids instead of words
+  (special tokens and [UNK] left out), measured with the run's vocabulary.
+Token overlap means something only with a vocabulary that was not learned on the corpus: with a fixed one
+such as bert-base-uncased's (`tokenizer.vocab`, the paper's), it is the share of the task's token stream the
+corpus covers, the paper's overlap. A vocabulary learned on a reference corpus (the default) holds pieces of
+every word it saw, so almost every task token id occurs in any corpus of a few thousand words while whole
+words do not: there, the word measures are the ones that vary.
 
 Controlled overlap at a fixed size (the size is counted in tokens of that fixed tokenizer):
 - `ranked_corpus`: articles of a pool ranked by the share of their word occurrences that are task
@@ -66,6 +70,19 @@ def overlap_measures(task_counts: Counter, corpus_words) -> dict:
         "task_word_types": types,
         "task_word_occurrences": occurrences,
     }
+
+
+def token_id_overlap(corpus_ids, task_ids, special_ids, vocab_size: int) -> dict:
+    """Type and occurrence overlap of the task's token ids `task_ids` with the ids occurring in `corpus_ids`
+    (flat int arrays), leaving out `special_ids` (padding, [CLS], [SEP], [MASK], [UNK])."""
+    task_ids = np.asarray(task_ids)
+    task_ids = task_ids[~np.isin(task_ids, np.asarray(list(special_ids)))]
+    seen = np.zeros(vocab_size, dtype=bool)
+    seen[np.asarray(corpus_ids)] = True
+    types = np.unique(task_ids)
+    return {"token_type_overlap": float(seen[types].mean()) if len(types) else 0.0,
+            "token_occurrence_overlap": float(seen[task_ids].mean()) if len(task_ids) else 0.0,
+            "task_token_types": int(len(types))}
 
 
 def measure_overlap(task_texts: list[str], corpus_texts: list[str], tokenizer) -> dict:

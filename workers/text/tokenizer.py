@@ -136,12 +136,13 @@ def count_words(texts: list[str]) -> Counter:
     return Counter(word_counts)
 
 
-def train_wordpiece(texts: list[str], vocab_size: int):
-    """A `BertTokenizerFast` whose WordPiece vocabulary is learned from `texts` (same texts -> same vocab)."""
+def wordpiece_tokenizer(vocab: list[str]):
+    """A `BertTokenizerFast` over `vocab` (token id = position) with bert-base-uncased's pipeline: its
+    normaliser (lower-case, accents stripped, cleaned, CJK characters split), pre-tokeniser and WordPiece
+    (`##` pieces, words over 100 characters [UNK]), and [CLS] ... [SEP] around each text."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import BertTokenizerFast
 
-    vocab = learn_vocab(count_words(texts), vocab_size)
     tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]",
                                      max_input_chars_per_word=MAX_WORD_CHARS))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=None, clean_text=True)
@@ -155,6 +156,11 @@ def train_wordpiece(texts: list[str], vocab_size: int):
         tokenizer_object=tok, unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
         cls_token="[CLS]", mask_token="[MASK]", do_lower_case=True,
     )
+
+
+def train_wordpiece(texts: list[str], vocab_size: int):
+    """A `BertTokenizerFast` whose WordPiece vocabulary is learned from `texts` (same texts -> same vocab)."""
+    return wordpiece_tokenizer(learn_vocab(count_words(texts), vocab_size))
 
 
 def load_tokenizer(path: str | Path):

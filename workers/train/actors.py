@@ -77,13 +77,19 @@ class ProgressBoard:
 class VoterActor:
     """Aggregates the members' outputs into committee decisions and soft labels (numpy math in workers.committee.voting).
 
-    Classification (`vote`) and distillation (`soft_labels`, `prior_weights`) use the same rules.
+    Classification (`vote`) and distillation (`soft_labels`, `prior_weights`) use the same rules; `evidence`
+    adds what the reports' claims rest on (workers.committee.evidence: intervals, paired tests, diversity).
     """
 
     def vote(self, val_logits, test_logits, val_labels, test_labels, temperature: float) -> dict:
         from workers.committee.voting import committee_report
 
         return committee_report(val_logits, test_logits, val_labels, test_labels, temperature)
+
+    def evidence(self, members: list[dict], val_labels, test_labels, temperature: float, seed: int) -> dict:
+        from workers.committee.evidence import committee_evidence
+
+        return committee_evidence(members, val_labels, test_labels, temperature, seed)
 
     def soft_labels(self, logits, rule: str, val_accuracy=None, temperature: float = 10.0):
         from workers.committee.voting import soft_labels
