@@ -30,6 +30,11 @@ from workers.errors import ConfigError
 MAX_BASE_SEED = 2**31 - 1 - 100_000
 MAX_SEED = 2**32 - 1  # any other seed (numpy's generators take 32-bit seeds everywhere)
 RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+# The run name becomes a directory name (runs/<name>, <storage.uri>/<name>), at most 255 bytes on the common file
+# systems; committee derives longer names from it: `<name>-best` (a sweep's best point, itself a run name) and
+# `.<name>.replaced-XXXXXXXX` (a run set aside while --overwrite replaces it). The limit leaves room for both.
+FILE_NAME_MAX_BYTES = 255
+MAX_RUN_NAME_LENGTH = FILE_NAME_MAX_BYTES - len("-best") - len("..replaced-") - 8  # 231 (names are ASCII)
 
 
 class _Strict(BaseModel):
@@ -287,7 +292,8 @@ class ExperimentConfig(_Strict):
         """The name becomes a directory (runs/<name>, <uri>/<name>), so it must not be a path or hidden."""
         problem = _run_name_problem(name)
         if problem:
-            raise ValueError(f"run name {name!r} {problem}; use a plain name such as 'agnews-k8' "
+            shown = repr(name) if len(name) <= 60 else repr(name[:40]) + "..."
+            raise ValueError(f"run name {shown} {problem}; use a plain name such as 'agnews-k8' "
                              "(letters, digits, '_', '.', '-', not starting with '.')")
         return name
 
@@ -304,6 +310,10 @@ def _run_name_problem(name: str) -> str | None:
     """Why `name` is not a plain run-directory name, or None when it is."""
     if not name:
         return "is empty"
+    if len(name.encode()) > MAX_RUN_NAME_LENGTH:
+        return (f"is {len(name.encode()):,} characters long; a run name has at most {MAX_RUN_NAME_LENGTH} (it becomes a "
+                f"directory name, at most {FILE_NAME_MAX_BYTES} bytes, and committee derives <name>-best and "
+                f".<name>.replaced-XXXXXXXX from it)")
     if "/" in name or "\\" in name:
         return "contains a path separator"
     if name in (".", ".."):
