@@ -270,7 +270,8 @@ def predict(
             what = "is not a finished run (it holds no report.json)"
         raise CommitteeError(f"{run_dir} {what}; give the directory of a `committee run` that finished, e.g. "
                              f"runs/<name>")
-    texts, raw_labels = predict_inputs(input_path, committee_task(run_dir))  # checked before loading weights
+    task = committee_task(run_dir)
+    texts, raw_labels = predict_inputs(input_path, task)  # checked before loading weights
     from workers.committee.committee import Committee
 
     committee = Committee.from_run(run_dir)
@@ -283,7 +284,7 @@ def predict(
         out.write_text(lines)
         typer.echo(f"wrote {len(texts)} predictions to {out}", err=True)
     if raw_labels is not None:
-        truth = label_ids_for(raw_labels, committee.label_names(predictions.soft_labels.shape[1]), str(input_path))
+        truth = label_ids_for(raw_labels, committee.label_names(predictions.soft_labels.shape[1]), str(input_path), task)
         typer.echo(f"committee accuracy ({rule} vote) on {len(truth)} labelled examples of {input_path}: "
                    f"{float((predictions.labels == truth).mean()):.4f}", err=True)
 
