@@ -19,9 +19,11 @@ import pytest
 import yaml
 
 from conftest import run_cli
-from orchestrator.config.experiment import MAX_RUN_NAME_LENGTH, load_config, validate_dict
+from orchestrator.config.experiment import MAX_RUN_NAME_LENGTH, load_config, to_yaml, validate_dict
+from orchestrator.config.sweep import MAX_SWEEP_NAME_LENGTH, load_sweep_config
 from orchestrator.config.loader import MAX_CONFIG_BYTES, MAX_NESTING_DEPTH, apply_overrides, load_raw
 from orchestrator.run.prepare import check_data, data_sources, load_cfg_task, task_and_corpus
+from orchestrator.run.report import _classes_lines
 from workers.data import loading as wdata
 from workers.data.predict_inputs import label_ids_for, predict_inputs
 from workers.errors import ConfigError, DataError
@@ -192,13 +194,19 @@ def test_test_examples_carved_from_train(ag_csv):
     assert np.bincount(task.test_labels).tolist() == [10] * 4, "test_per_class samples the carved examples"
     sources = data_sources(task, task_and_corpus(cfg)[1])
     assert sources["test_carved_from_train"]["per_class"] == [200] * 4 and sources["data_labels"] == [1, 2, 3, 4]
+    words = " ".join(_classes_lines({**sources, "test_examples": len(task.test_texts)}))
+    assert "Labels in the data: 1 is class 0, 2 is class 1, 3 is class 2, 4 is class 3." in words
+    assert ("The data has no test split: 800 examples of its train split were carved off as test examples (a share "
+            "of 0.1 of each class: 200 examples of every class), stratified, drawn with task.sample_seed 0") in words
     with pytest.raises(DataError, match=r"class 0 \(World\) has 2000 examples; task\.test_from_train=2000 would carve "
                                         r"2000 as test examples and leave none"):
         load_cfg_task(ag_cfg(ag_csv, *base, "task.test_from_train=2000", splits=("train",)))
     with pytest.raises(DataError, match=r"task\.test_from_train=0\.0001 carves 0 of the 2000 examples of class 0"):
         load_cfg_task(ag_cfg(ag_csv, *base, "task.test_from_train=0.0001", splits=("train",)))
     with pytest.raises(ConfigError, match="give task.test_split .* or task.test_from_train"):
-        ag_cfg(ag_csv, "task.test_from_train=0.1", "task.test_split=test")
+        ag_cfg(ag_csv, "task.test_from_train=0.1", "task.test_split=heldout")
+    saved = to_yaml(ag_cfg(ag_csv, "task.test_from_train=0.1"))  # the run directory's config.yaml, read back
+    assert validate_dict(yaml.safe_load(saved)).task.test_from_train == 0.1
     with pytest.raises(ConfigError, match=r"task\.test_from_train: got 1\.5; give a number of test examples per class"):
         ag_cfg(ag_csv, "task.test_from_train=1.5")
 
@@ -372,13 +380,24 @@ def _flat(mapping: dict, prefix: str = "") -> dict:
 # config loading bounded before any work
 
 
-def test_config_limits_are_named():
+def test_config_limits_are_named(tmp_path):
     base = load_raw(OWN)
     assert validate_dict({**base, "name": "a" * MAX_RUN_NAME_LENGTH}).name == "a" * MAX_RUN_NAME_LENGTH
     with pytest.raises(ConfigError, match=rf"run name 'aaaa.*\.\.\. is {MAX_RUN_NAME_LENGTH + 1} characters long; a run "
                                           rf"name has at most {MAX_RUN_NAME_LENGTH}"):
         validate_dict({**base, "name": "a" * (MAX_RUN_NAME_LENGTH + 1)})
-    assert MAX_RUN_NAME_LENGTH + len("-best") + len("..replaced-00000000") == 255
+    assert MAX_RUN_NAME_LENGTH + len("..replaced-00000000") == 255, "room to set an overwritten run aside"
+    sweep = load_raw(REPO / "configs" / "sweep_smoke.yaml")
+    sweep_file = tmp_path / "sweep.yaml"
+    for length, accepted in ((MAX_SWEEP_NAME_LENGTH, True), (MAX_SWEEP_NAME_LENGTH + 1, False)):
+        sweep_file.write_text(yaml.safe_dump({**sweep, "name": "s" * length}))
+        if accepted:
+            assert len(validate_dict({**base, "name": load_sweep_config(sweep_file).experiment.name + "-best"}).name) \
+                == MAX_RUN_NAME_LENGTH, "the best point's name is a valid run name"
+        else:
+            with pytest.raises(ConfigError, match=rf"a sweep's name has at most {MAX_SWEEP_NAME_LENGTH}, since its best "
+                                                  r"point is written as a run named <name>-best"):
+                load_sweep_config(sweep_file)
     with pytest.raises(ConfigError, match=rf"a value nested more than {MAX_NESTING_DEPTH} levels deep"):
         apply_overrides(base, ["task.label_names=" + "[" * 100_000 + "]" * 100_000])
     with pytest.raises(ConfigError, match=r"override key 'a\.a\.a.* has 1,000 parts|has 1000 parts"):
@@ -403,3 +422,49 @@ def test_cli_refuses_oversized_input_with_exit_2(tmp_path):
         proc = run_cli("validate", path, cwd=tmp_path, timeout=120)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr + proc.stdout
+
+
+# ----------------------------------------------------------------------------------------------
+# end to end: a run on AG News as distributed (train file only) and Wikipedia as WikiExtractor wrote it
+
+
+@pytest.mark.slow  # about two minutes on 2 busy CPU cores: two CLI processes, Ray, pre-training, fine-tuning
+def test_run_and_predict_on_data_as_distributed(ag_csv, wikiextractor, tmp_path):
+    """`committee run` reads the headerless 1-based train file with its classes.txt, carves the test examples,
+    pre-trains on the .bz2 WikiExtractor folder, and records all of it in the report; `committee predict` reads
+    the headerless 1-based test file as the task does."""
+    raw = load_raw(OWN)
+    raw["name"] = "as_distributed"
+    raw["task"] = {"name": "ag_news_csv", "data_files": {"train": str(ag_csv / "train.csv")},
+                   "column_names": ["label", "title", "description"], "text_column": ["title", "description"],
+                   "label_column": "label", "classes_file": str(ag_csv / "classes.txt"), "first_label_id": 1,
+                   "test_from_train": 0.05, "train_per_class": 20, "val_per_class": 5, "test_per_class": 25,
+                   "max_length": 64}
+    raw["pretrain"].update({"corpus": {"dataset": str(wikiextractor["root"] / "compressed")}, "articles": ARTICLES,
+                            "max_steps": 10})
+    raw["finetune"]["epochs"] = 2
+    raw["deep"]["enabled"] = False
+    raw["committee"]["scratch"] = False
+    config = tmp_path / "as_distributed.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    proc = run_cli("run", config, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "as_distributed"
+    corpus = json.loads((run_dir / "report.json").read_text())["corpus"]
+    assert corpus["label_names"] == AG_NAMES and corpus["data_labels"] == [1, 2, 3, 4]
+    assert corpus["test_carved_from_train"] == {"test_from_train": 0.05, "per_class": [100] * 4, "seed": 0}
+    assert corpus["test_examples"] == 100 and corpus["articles"] == ARTICLES
+    assert "(3 text files)" in corpus["corpus_source"]
+    markdown = (run_dir / "report.md").read_text()
+    assert "Labels in the data: 1 is class 0, 2 is class 1" in markdown
+    assert "The data has no test split: 400 examples of its train split were carved off as test examples (a share " \
+           "of 0.05 of each class: 100 examples of every class)" in markdown
+    some_test_rows = tmp_path / "test_rows.csv"  # the first 200 rows of the headerless, 1-based test file
+    some_test_rows.write_text("".join((ag_csv / "test.csv").read_text(encoding="utf-8").splitlines(True)[:200]))
+    predicted = run_cli("predict", run_dir, some_test_rows, "--out", tmp_path / "predictions.jsonl",
+                        cwd=tmp_path, timeout=300)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert re.search(r"committee accuracy \(soft vote\) on 200 labelled examples of .*test_rows\.csv: [01]\.\d+",
+                     predicted.stderr)
+    records = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert len(records) == 200 and {r["label_name"] for r in records} <= set(AG_NAMES)

@@ -31,10 +31,10 @@ MAX_BASE_SEED = 2**31 - 1 - 100_000
 MAX_SEED = 2**32 - 1  # any other seed (numpy's generators take 32-bit seeds everywhere)
 RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 # The run name becomes a directory name (runs/<name>, <storage.uri>/<name>), at most 255 bytes on the common file
-# systems; committee derives longer names from it: `<name>-best` (a sweep's best point, itself a run name) and
-# `.<name>.replaced-XXXXXXXX` (a run set aside while --overwrite replaces it). The limit leaves room for both.
+# systems, and committee sets an overwritten run aside as `.<name>.replaced-XXXXXXXX`: the limit leaves room for
+# that (a sweep's name leaves room for `-best` as well: orchestrator.config.sweep).
 FILE_NAME_MAX_BYTES = 255
-MAX_RUN_NAME_LENGTH = FILE_NAME_MAX_BYTES - len("-best") - len("..replaced-") - 8  # 231 (names are ASCII)
+MAX_RUN_NAME_LENGTH = FILE_NAME_MAX_BYTES - len("..replaced-") - 8  # 236 (names are ASCII)
 
 
 class _Strict(BaseModel):
@@ -133,7 +133,7 @@ class TaskConfig(_Strict):
         self._check_class_names()
         if self.column_names is not None and (not self.column_names or len(set(self.column_names)) != len(self.column_names)):
             raise ValueError(f"task.column_names needs one or more distinct column names (got {self.column_names})")
-        if self.test_from_train is not None and "test_split" in self.model_fields_set:
+        if self.test_from_train is not None and self.test_split != _TASK_DATASET_DEFAULTS["test_split"]:
             raise ValueError("give task.test_split (a test split of the data) or task.test_from_train (test examples "
                              "carved from train), not both")
         return self
@@ -376,8 +376,8 @@ def _run_name_problem(name: str) -> str | None:
         return "is empty"
     if len(name.encode()) > MAX_RUN_NAME_LENGTH:
         return (f"is {len(name.encode()):,} characters long; a run name has at most {MAX_RUN_NAME_LENGTH} (it becomes a "
-                f"directory name, at most {FILE_NAME_MAX_BYTES} bytes, and committee derives <name>-best and "
-                f".<name>.replaced-XXXXXXXX from it)")
+                f"directory name, at most {FILE_NAME_MAX_BYTES} bytes, and an overwritten run is set aside as "
+                f".<name>.replaced-XXXXXXXX)")
     if "/" in name or "\\" in name:
         return "contains a path separator"
     if name in (".", ".."):
