@@ -22,7 +22,7 @@ from conftest import run_cli
 from orchestrator.config.experiment import MAX_RUN_NAME_LENGTH, load_config, to_yaml, validate_dict
 from orchestrator.config.sweep import MAX_SWEEP_NAME_LENGTH, load_sweep_config
 from orchestrator.config.loader import MAX_CONFIG_BYTES, MAX_NESTING_DEPTH, apply_overrides, load_raw
-from orchestrator.run.prepare import check_data, data_sources, load_cfg_task, task_and_corpus
+from orchestrator.run.prepare import _arrays_key, check_data, data_sources, load_cfg_task, task_and_corpus
 from orchestrator.run.report import _classes_lines
 from workers.data import loading as wdata
 from workers.data.predict_inputs import label_ids_for, predict_inputs
@@ -96,6 +96,26 @@ def test_headerless_one_based_csv_with_classes_file_reads_as_the_preset(ag_csv, 
     assert ids_only.label_names == ("1", "2", "3", "4") and np.array_equal(ids_only.train_labels, preset.train_labels)
 
 
+def test_a_mapping_serves_labels_that_are_not_ids(data_root, tmp_path):
+    """-1 / 1 labels (World / Sports rows of AG News written so): mapped by task.label_names in the order listed."""
+    sign = {0: -1, 1: 1}
+    for split in ("train", "test"):
+        rows = [r for r in ag_news_rows(data_root, split) if r["label"] in sign]
+        with open(tmp_path / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([[sign[r["label"]], r["text"]] for r in rows])
+    preset = wdata.load_task(data_root, "ag_news", 20, 5, None, 0)
+    files = {split: str(tmp_path / f"{split}.csv") for split in ("train", "test")}
+    task = load_cfg_task(load_config(OWN, ["task.name=signs", f"task.data_files={json.dumps(files)}",
+                                           "task.column_names=[label, text]", "task.text_column=text",
+                                           "task.label_column=label", "task.label_names={-1: World, 1: Sports}",
+                                           *PER_CLASS]))
+    assert task.label_names == ("World", "Sports") and task.data_labels == ["-1", "1"]
+    world_sports = [t for t, label in zip(preset.test_texts, preset.test_labels) if label < 2]
+    assert sorted(task.test_texts) == sorted(world_sports)
+    by_text = dict(zip(preset.test_texts, preset.test_labels.tolist()))
+    assert [by_text[t] for t in task.test_texts] == task.test_labels.tolist(), "World is class 0, Sports class 1"
+
+
 def test_one_based_labels_read_as_zero_based_say_so(ag_csv, tmp_path):
     with pytest.raises(DataError, match=r"the labels run from 1 to 4 and task\.classes_file \(.*classes\.txt\) names 4 "
                                         r"classes, so label 4 would be outside 0\.\.3: the labels are 1-based .*set "
@@ -121,7 +141,8 @@ def test_bad_headerless_settings_and_classes_files(ag_csv, tmp_path):
         with pytest.raises(DataError, match=message):
             load_cfg_task(ag_cfg(ag_csv, HEADERLESS, f"task.classes_file={tmp_path / 'classes.txt'}",
                                  "task.first_label_id=1"))
-    parquet = {"train": str(REPO / "docs" / "examples" / "relations" / "train.csv")}
+    with pytest.raises(DataError, match=r"task\.classes_file: .*nowhere\.txt is not a file"):
+        load_cfg_task(ag_cfg(ag_csv, HEADERLESS, f"task.classes_file={tmp_path / 'nowhere.txt'}"))
     with pytest.raises(ConfigError, match="give task.label_names or task.classes_file, not both"):
         ag_cfg(ag_csv, "task.classes_file=x.txt", "task.label_names=[a, b]")
     with pytest.raises(ConfigError, match="task.first_label_id goes with a list of names"):
@@ -133,7 +154,16 @@ def test_bad_headerless_settings_and_classes_files(ag_csv, tmp_path):
     with pytest.raises(DataError, match=r"task\.column_names names the columns of csv and tsv files without a header "
                                         r"row, but .*train\.parquet is not one"):
         load_cfg_task(ag_cfg(ag_csv, HEADERLESS, f"task.data_files={json.dumps(files)}"))
-    assert parquet  # the relations example keeps its header: read as before (tests/test_own_data.py)
+
+
+def test_cache_key_follows_the_classes_file(ag_csv, tmp_path):
+    """The class ids come from the classes file: editing it must change the prepared arrays' key."""
+    classes = tmp_path / "classes.txt"
+    classes.write_text("\n".join(AG_NAMES) + "\n", encoding="utf-8")
+    cfg = ag_cfg(ag_csv, HEADERLESS, f"task.classes_file={classes}", "task.first_label_id=1")
+    before = _arrays_key(cfg, None, "tok")
+    classes.write_text("\n".join(reversed(AG_NAMES)) + "\n", encoding="utf-8")
+    assert _arrays_key(cfg, None, "tok") != before
 
 
 def test_tsv_files_with_and_without_a_header(data_root, tmp_path):
@@ -318,6 +348,11 @@ def test_plain_text_per_line_per_block_and_per_file(wikiextractor, tmp_path):
     (folder / "a.txt").write_text("\n\n".join(paragraphs[:10]), encoding="utf-8")
     (folder / "b.txt").write_text("\n\n".join(paragraphs[10:]), encoding="utf-8")
     assert wdata.corpus_documents(corpus_of(folder, "pretrain.corpus.documents=per_block")) == paragraphs
+    json_first = tmp_path / "json_first"
+    json_first.mkdir()
+    (json_first / "a.txt").write_text('{"kind": "a line of JSON"}\n' + texts[0], encoding="utf-8")
+    assert wdata.corpus_documents(corpus_of(json_first)) == ['{"kind": "a line of JSON"}\n' + texts[0]], \
+        "a .txt document that opens with JSON stays one document (JSON lines are WikiExtractor's extension-less files)"
     pq_file = REPO / "docs" / "examples" / "relations" / "train.csv"
     with pytest.raises(DataError, match=r"pretrain\.corpus\.documents=per_line divides text files into documents, but "
                                         r"local files .* holds one document per row"):

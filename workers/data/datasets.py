@@ -77,7 +77,7 @@ class Source:
         if self.kind == "disk":
             return f"save_to_disk dataset {self.name}"
         if self.kind == "text_folder":
-            txt = all(_text_suffix(p) == ".txt" for p in self.documents)
+            txt = all(text_suffix(p) == ".txt" for p in self.documents)
             return f"folder {self.name} ({len(self.documents)} {'.txt ' if txt else 'text '}files)"
         if self.kind == "text_file":
             return f"text file {self.name}"
@@ -129,7 +129,7 @@ class Source:
 TEXT_KINDS = ("text_folder", "text_file")
 
 
-def _text_suffix(path: Path) -> str:
+def text_suffix(path: Path) -> str:
     """A text file's suffix under its compression: `wiki_00.bz2` -> "", `a.txt.bz2` -> ".txt", `a.txt` -> ".txt"."""
     name = path.name[:-len(COMPRESSED_SUFFIX)] if path.name.lower().endswith(COMPRESSED_SUFFIX) else path.name
     return Path(name).suffix.lower()
@@ -137,7 +137,7 @@ def _text_suffix(path: Path) -> str:
 
 def is_text_file(path: Path) -> bool:
     """A file read as text: `.txt`, or no extension at all (WikiExtractor's `wiki_00`), either one possibly `.bz2`."""
-    return not path.name.startswith(".") and _text_suffix(path) in (".txt", "")
+    return not path.name.startswith(".") and text_suffix(path) in (".txt", "")
 
 
 def file_identity(path: Path, hint: str = FILE_HINT) -> tuple[str, int, int]:
@@ -215,7 +215,7 @@ def _txt_files_in(folder: Path) -> tuple[Path, ...]:
 def _extensionless_files_in(folder: Path) -> tuple[Path, ...]:
     """The files below `folder` without an extension (or with just .bz2), in path order, as WikiExtractor writes
     them (AA/wiki_00, AA/wiki_01, ..., AB/wiki_00); hidden files and folders are left out."""
-    return tuple(sorted(p for p in folder.rglob("*") if p.is_file() and is_text_file(p) and _text_suffix(p) == ""
+    return tuple(sorted(p for p in folder.rglob("*") if p.is_file() and is_text_file(p) and text_suffix(p) == ""
                         and not any(part.startswith(".") for part in p.relative_to(folder).parts)))
 
 

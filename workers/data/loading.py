@@ -4,8 +4,8 @@ A task or a corpus is a dataset named the way Hugging Face `datasets` names one 
 save_to_disk folder, local csv/tsv/json/jsonl/parquet files, or for a corpus text: a folder of .txt files,
 WikiExtractor output, a text file; see workers/data/datasets.py and workers/data/text_documents.py). Data is
 read as it is distributed: csv/tsv files without a header row (task.column_names), 1-based labels and a
-classes.txt (task.first_label_id, task.classes_file), a train file only (task.test_from_train). The paper's data are presets of the same mechanism, read from a data root in the
-hub's schemas (workers/data/root.py, ../shared/data/README.md): ag_news and dbpedia_14 (parquet), the
+classes.txt (task.first_label_id, task.classes_file), a train file only (task.test_from_train).
+The paper's data are presets of the same mechanism, read from a data root in the hub's schemas (workers/data/root.py, ../shared/data/README.md): ag_news and dbpedia_14 (parquet), the
 Wikipedia corpus (parquet shards), and few_rel (FewRel JSON through its own adapter, workers/data/few_rel.py:
 entity marking, a per-relation split).
 Labels are integer class ids or string class names; names become ids in sorted order (Python's `sorted`,
@@ -53,6 +53,7 @@ from workers.data.datasets import (
     file_identity,
     files_source,
     resolve_source,
+    text_suffix,
 )
 from workers.data.readers import read_columns
 from workers.data.text_documents import split_documents
@@ -254,7 +255,7 @@ def _parse_documents(part: Part, text_column: str, noun: str, documents: str = "
     `documents` says, or into its WikiExtractor articles."""
     if part.fmt == "text":
         (text,) = read_columns(part, ("text",))["text"]
-        texts = split_documents(part.where, text, documents, text_column)
+        texts = split_documents(part.where, text, documents, text_column, json_lines=text_suffix(part.path) == "")
         if any(not t.strip() for t in texts):  # per_file: the whole file is the document
             raise DataError(f"{part.path}: empty document (a corpus folder holds one document per .txt file); "
                             f"remove the file or give it text")

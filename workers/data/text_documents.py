@@ -4,7 +4,8 @@ Text comes in the forms it is distributed in:
   - WikiExtractor output (the usual way to get Wikipedia text for BERT pre-training): files of `<doc id=...
     url=... title=...>` ... `</doc>` blocks, one article each, the article's title repeated as its first line;
     or, with `--json`, one JSON object a line (`{"id", "url", "title", "text"}`). Recognised by their first
-    line, whatever `pretrain.corpus.documents` says. A document is the article's text without its title line
+    line (JSON lines only in files without an extension, as WikiExtractor names them: a `.txt` document may
+    well open with a line of JSON), whatever `pretrain.corpus.documents` says. A document is the article's text without its title line
     (as the JSON form and the hub's Wikipedia `text` column have it); an article with no text (WikiExtractor
     writes some, e.g. for pages made only of templates) is skipped.
   - plain text, divided as `pretrain.corpus.documents` says: `per_file` (the whole file is one document),
@@ -31,12 +32,13 @@ _DOC_CLOSE = "</doc>"
 _BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n")
 
 
-def text_form(text: str) -> str:
-    """"wikiextractor" (<doc> blocks), "wikiextractor_json" (one JSON object a line) or "plain"."""
+def text_form(text: str, json_lines: bool = True) -> str:
+    """"wikiextractor" (<doc> blocks), "wikiextractor_json" (one JSON object a line; only with `json_lines`) or
+    "plain"."""
     first = next((line for line in text.splitlines() if line.strip()), "")
     if _DOC_OPEN.match(first.strip()):
         return "wikiextractor"
-    if first.lstrip().startswith("{"):
+    if json_lines and first.lstrip().startswith("{"):
         try:
             return "wikiextractor_json" if isinstance(json.loads(first), dict) else "plain"
         except json.JSONDecodeError:
@@ -44,9 +46,11 @@ def text_form(text: str) -> str:
     return "plain"
 
 
-def split_documents(where: str, text: str, per: str, text_column: str = "text") -> tuple[str, ...]:
-    """The documents of one text file, in file order (see the module docstring)."""
-    form = text_form(text)
+def split_documents(where: str, text: str, per: str, text_column: str = "text",
+                    json_lines: bool = True) -> tuple[str, ...]:
+    """The documents of one text file, in file order (see the module docstring); `json_lines`: whether the file
+    may be WikiExtractor's --json output (a file without an extension)."""
+    form = text_form(text, json_lines)
     if form == "wikiextractor":
         return doc_blocks(where, text)
     if form == "wikiextractor_json":
