@@ -161,7 +161,7 @@ def validate(config: Path = typer.Argument(..., help="a run, sweep or distill YA
 def predict(
     run_dir: Path = typer.Argument(..., help="a finished run directory (it holds report.json)"),
     input_path: Path = typer.Argument(..., metavar="INPUT", help="a .txt file (one example per line) or a data "
-                                      "file the run's task section reads (csv, json, jsonl, parquet)"),
+                                      "file the run's task section reads (csv, tsv, json, jsonl, parquet)"),
     rule: str = typer.Option("soft", "--rule", help="soft, logit, hard or weighted (the run's own weights)"),
     out: Optional[Path] = typer.Option(None, "--out", help="write the JSON lines here instead of stdout"),
 ):

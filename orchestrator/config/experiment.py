@@ -28,6 +28,11 @@ from workers.errors import ConfigError
 MAX_BASE_SEED = 2**31 - 1 - 100_000
 MAX_SEED = 2**32 - 1  # any other seed (numpy's generators take 32-bit seeds everywhere)
 RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+# The run name becomes a directory name (runs/<name>, <storage.uri>/<name>), at most 255 bytes on the common file
+# systems, and committee sets an overwritten run aside as `.<name>.replaced-XXXXXXXX`: the limit leaves room for
+# that (a sweep's name leaves room for `-best` as well: orchestrator.config.sweep).
+FILE_NAME_MAX_BYTES = 255
+MAX_RUN_NAME_LENGTH = FILE_NAME_MAX_BYTES - len("..replaced-") - 8  # 236 (names are ASCII)
 
 
 class _Strict(BaseModel):
@@ -44,8 +49,9 @@ class DataConfig(_Strict):
 
 TASK_PRESETS = ("ag_news", "dbpedia_14", "few_rel", "few_rel_64")
 # the task's dataset fields and their defaults: a preset (no dataset) brings its own
-_TASK_DATASET_DEFAULTS = {"dataset_config": None, "text_column": "text", "label_column": "label", "label_names": None,
-                          "train_split": "train", "test_split": "test", "validation_split": None}
+_TASK_DATASET_DEFAULTS = {"dataset_config": None, "column_names": None, "text_column": "text", "label_column": "label",
+                          "label_names": None, "classes_file": None, "first_label_id": 0, "train_split": "train",
+                          "test_split": "test", "validation_split": None, "test_from_train": None}
 
 
 class TaskConfig(_Strict):
@@ -58,22 +64,40 @@ class TaskConfig(_Strict):
     )
     dataset_config: str | None = Field(None, description="the hub dataset's configuration name")
     data_files: dict[str, str | list[str]] | None = Field(
-        None, description="your own data as local files per split, e.g. {train: a.csv, test: b.csv} (csv, json, "
-        "jsonl, parquet; paths from the working directory)"
+        None, description="your own data as local files per split, e.g. {train: a.csv, test: b.csv} (csv, tsv, "
+        "json, jsonl, parquet; paths from the working directory)"
+    )
+    column_names: list[str] | None = Field(
+        None, description="the columns of csv/tsv files that have no header row, in file order (e.g. [label, title, "
+        "description] for AG News as distributed); their first row is then data; null = the first row names them"
     )
     text_column: str | list[str] = Field(
         "text", description="the text column, or a list of columns joined by a space (as DBpedia joins title and "
         "content)"
     )
     label_column: str = Field("label", description="integer class ids or string class names")
-    label_names: list[str] | None = Field(
-        None, description="class names in id order; null = from the data: a ClassLabel's names, integer ids as "
-        "found, or string names sorted"
+    label_names: list[str] | dict[int | str, str] | None = Field(
+        None, description="class names in id order (integer labels start at task.first_label_id), or a mapping from "
+        "each label as the data has it to its name ({1: World, 2: Sports, ...}; ids follow the order listed); "
+        "null = from the data: a ClassLabel's names, integer ids as found, or string names sorted"
+    )
+    classes_file: str | None = Field(
+        None, description="a text file of class names, one a line, in id order (the classes.txt beside AG News, "
+        "DBpedia, Yahoo CSVs); its first line is label task.first_label_id; instead of task.label_names"
+    )
+    first_label_id: int = Field(
+        0, ge=0, le=1, description="the integer label of the first class (of task.label_names or task.classes_file, "
+        "or of the data's own ids): 1 for 1-based labels as AG News, DBpedia and Yelp are distributed"
     )
     train_split: str = Field("train", description="split of the training examples (validation is carved from it)")
     test_split: str = Field("test", description="split of the test examples")
     validation_split: str | None = Field(
         None, description="validation examples from this split instead of carved from train"
+    )
+    test_from_train: int | float | None = Field(
+        None, description="for data with a train file only: test examples carved from the train split, an integer "
+        "per class or a share of each class (0.1); stratified, drawn with task.sample_seed, disjoint from train and "
+        "validation, recorded in the report; null = the test split"
     )
     train_per_class: int = Field(250, ge=1, description="fine-tuning examples per class")
     val_per_class: int = Field(50, ge=1, description="validation examples per class, carved from train (or drawn "
@@ -105,9 +129,48 @@ class TaskConfig(_Strict):
         columns = [self.text_column] if isinstance(self.text_column, str) else self.text_column
         if not columns or len(set(columns)) != len(columns):
             raise ValueError(f"task.text_column needs one column or a list of distinct columns (got {columns})")
-        if self.label_names is not None and (len(self.label_names) < 2 or len(set(self.label_names)) != len(self.label_names)):
-            raise ValueError(f"task.label_names needs at least two distinct names (got {self.label_names})")
+        self._check_class_names()
+        if self.column_names is not None and (not self.column_names or len(set(self.column_names)) != len(self.column_names)):
+            raise ValueError(f"task.column_names needs one or more distinct column names (got {self.column_names})")
+        if self.test_from_train is not None and self.test_split != _TASK_DATASET_DEFAULTS["test_split"]:
+            raise ValueError("give task.test_split (a test split of the data) or task.test_from_train (test examples "
+                             "carved from train), not both")
         return self
+
+    def _check_class_names(self) -> None:
+        """Names listed, mapped or in a file, each at least two and distinct; `first_label_id` goes with a list."""
+        names = self.label_names
+        if names is not None and self.classes_file is not None:
+            raise ValueError("give task.label_names or task.classes_file, not both")
+        values = list(names.values()) if isinstance(names, dict) else names
+        if values is not None and (len(values) < 2 or len(set(values)) != len(values)):
+            raise ValueError(f"task.label_names needs at least two distinct names (got {values})")
+        if isinstance(names, dict):
+            keys = [str(key) for key in names]
+            if len(set(keys)) != len(keys):
+                raise ValueError(f"task.label_names maps the same label twice ({', '.join(keys)})")
+            if self.first_label_id != 0:
+                raise ValueError("task.first_label_id goes with a list of names; a mapping of task.label_names "
+                                 "already says which label each name is")
+
+    @field_validator("label_names", mode="before")
+    @classmethod
+    def _integer_label_keys(cls, names: Any) -> Any:
+        """A mapping's integer keys come back from the resolved config.yaml as text ('1': World); read them as the
+        integers they were, so a saved config validates to the same config (labels are matched as text anyway)."""
+        if isinstance(names, dict):
+            read = {int(k) if isinstance(k, str) and re.fullmatch(r"-?(0|[1-9][0-9]*)", k) else k: v
+                    for k, v in names.items()}
+            return read if len(read) == len(names) else names  # {1: a, '1': b}: refused below, as written
+        return names
+
+    @field_validator("test_from_train")
+    @classmethod
+    def _count_or_share(cls, value: int | float | None) -> int | float | None:
+        if value is None or (isinstance(value, int) and value >= 1) or (isinstance(value, float) and 0 < value < 1):
+            return value
+        raise ValueError(f"got {value!r}; give a number of test examples per class (an integer, "
+                         f"at least 1) or a share of each class between 0 and 1 (e.g. 0.1)")
 
 
 class TokenizerConfig(_Strict):
@@ -151,11 +214,17 @@ class ModelConfig(_Strict):
 class CorpusConfig(_Strict):
     dataset: str | None = Field(
         None, description="null = the data root's Wikipedia shards; else a folder of .txt files (one document per "
-        "file), a local parquet/jsonl/json/csv file, a folder of split files, a save_to_disk folder, or a hub id"
+        "file), a WikiExtractor output folder (wiki_00 files, .bz2 too), a text file, a local parquet/jsonl/json/csv "
+        "file, a folder of split files, a save_to_disk folder, or a hub id"
     )
     dataset_config: str | None = Field(None, description="the hub dataset's configuration name")
     split: str = Field("train", description="the split holding the documents")
     text_column: str = Field("text", description="the column holding each document's text")
+    documents: Literal["per_file", "per_line", "per_block"] = Field(
+        "per_file", description="how a plain text file divides into documents: per_file (the whole file), per_line "
+        "(each non-empty line), per_block (blocks between blank lines); WikiExtractor files always divide into "
+        "their articles (doc blocks, or JSON lines)"
+    )
 
 
 class PretrainConfig(_Strict):
@@ -299,7 +368,8 @@ class ExperimentConfig(_Strict):
         """The name becomes a directory (runs/<name>, <uri>/<name>), so it must not be a path or hidden."""
         problem = _run_name_problem(name)
         if problem:
-            raise ValueError(f"run name {name!r} {problem}; use a plain name such as 'agnews-k8' "
+            shown = repr(name) if len(name) <= 60 else repr(name[:40]) + "..."
+            raise ValueError(f"run name {shown} {problem}; use a plain name such as 'agnews-k8' "
                              "(letters, digits, '_', '.', '-', not starting with '.')")
         return name
 
@@ -316,6 +386,10 @@ def _run_name_problem(name: str) -> str | None:
     """Why `name` is not a plain run-directory name, or None when it is."""
     if not name:
         return "is empty"
+    if len(name.encode()) > MAX_RUN_NAME_LENGTH:
+        return (f"is {len(name.encode()):,} characters long; a run name has at most {MAX_RUN_NAME_LENGTH} (it becomes a "
+                f"directory name, at most {FILE_NAME_MAX_BYTES} bytes, and an overwritten run is set aside as "
+                f".<name>.replaced-XXXXXXXX)")
     if "/" in name or "\\" in name:
         return "contains a path separator"
     if name in (".", ".."):

@@ -3,7 +3,10 @@
 `load_raw(path)` returns a config file's mapping as parsed, before any validation; `apply_overrides(raw,
 ["committee.members=8"])` sets dotted keys on a copy (each value parsed as YAML, as on the command line).
 Config files are read with `_ConfigLoader`, which refuses duplicate keys and anchors/aliases (so loading and
-validation stay bounded) and reads `1e-3` as a float. `PlainDumper` writes YAML that `load_raw` reads back.
+validation stay bounded) and reads `1e-3` as a float. Loading is bounded before any work: a config file larger
+than MAX_CONFIG_BYTES is refused unread, and a value nested deeper than MAX_NESTING_DEPTH (in a file or an
+override) is refused as the parser meets it, instead of exhausting Python's recursion limit.
+`PlainDumper` writes YAML that `load_raw` reads back.
 """
 
 from __future__ import annotations
@@ -15,6 +18,13 @@ from typing import Any
 import yaml
 
 from workers.errors import ConfigError
+
+# A config is a few kilobytes (the largest shipped one is about 2 KB); a file far larger is a mistake, and
+# parsing megabytes of YAML takes seconds before validation could say so.
+MAX_CONFIG_BYTES = 256 * 1024
+# Sections, a mapping of files per split, a list of columns, a sweep's space: configs nest a few levels deep.
+# The YAML composer recurses once per level, so without a bound 100,000 nested `[` end in a RecursionError.
+MAX_NESTING_DEPTH = 32
 
 
 class _RefusedYaml(yaml.YAMLError):
@@ -32,6 +42,7 @@ class _ConfigLoader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._key_paths: dict[int, str] = {}
+        self._depth = 0  # how many collections the node being composed sits in
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()
@@ -42,7 +53,14 @@ class _ConfigLoader(yaml.SafeLoader):
         if getattr(event, "anchor", None) is not None:
             raise _RefusedYaml(f"line {line}: anchor '&{event.anchor}' - anchors and aliases are not allowed in "
                                "configs; write the value out in full")
-        return super().compose_node(parent, index)
+        if self._depth >= MAX_NESTING_DEPTH:
+            raise _RefusedYaml(f"line {line}: a value nested more than {MAX_NESTING_DEPTH} levels deep (lists and "
+                               f"mappings inside each other); a config nests a few levels, so this is not one")
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         self._check_keys(node)
@@ -101,7 +119,7 @@ def parse_value(item: str, text: str) -> Any:
     try:
         return _yaml_load(text)
     except _RefusedYaml as exc:
-        raise ConfigError(f"override '{item}': {exc}") from None
+        raise ConfigError(f"override '{_shorten(item)}': {exc}") from None
     except yaml.YAMLError:
         return text
 
@@ -116,8 +134,16 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         dotted = dotted.strip()
         if not dotted:
             raise ConfigError(f"override '{item}' has an empty key")
+        if dotted.count(".") >= MAX_NESTING_DEPTH:
+            raise ConfigError(f"override key '{_shorten(dotted)}' has {dotted.count('.') + 1} parts; a config key has "
+                              f"a few (at most {MAX_NESTING_DEPTH}), e.g. committee.members")
         set_dotted(out, dotted, parse_value(item, text))
     return out
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    """`text` for a message: cut to `limit` characters with how much was left out."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -161,8 +187,16 @@ def load_raw(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is {size:,} bytes; a config file is at most {MAX_CONFIG_BYTES:,} bytes "
+                          f"({MAX_CONFIG_BYTES // 1024} KiB; configs are a few kilobytes): is it the right file?")
     try:
-        raw = _yaml_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8") from None
+    try:
+        raw = _yaml_load(text)
     except _RefusedYaml as exc:
         raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:

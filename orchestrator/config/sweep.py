@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, model_validator
 
 from orchestrator.config.errors import format_validation, model_for, unknown_key_message
-from orchestrator.config.experiment import ExperimentConfig, _Strict, validate_dict
+from orchestrator.config.experiment import MAX_RUN_NAME_LENGTH, ExperimentConfig, _Strict, validate_dict
 from orchestrator.config.loader import apply_overrides, load_raw, parse_value
 from workers.errors import ConfigError
 
@@ -23,6 +23,8 @@ SPACE_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 # and every trial gets the same resources and storage
 SWEEP_FIXED_KEYS = ("name", "committee.members", "committee.scratch", "deep.", "resources.", "storage.")
 SWEEP_CORPUS_PREFIX = "sweep.corpus."
+# the best point of a sweep is written as a config whose run is named <sweep name>-best (orchestrator/sweep/driver.py)
+MAX_SWEEP_NAME_LENGTH = MAX_RUN_NAME_LENGTH - len("-best")
 
 
 class SpaceDomain(_Strict):
@@ -166,6 +168,10 @@ def load_sweep_config(path: str | Path, overrides: list[str] | None = None) -> S
         raise ConfigError(f"{path} has no 'sweep:' section (a mapping with at least 'space'); see "
                           "configs/sweep_smoke.yaml, or run an experiment with `committee run`")
     experiment = validate_dict(raw, source=str(path))
+    if len(experiment.name) > MAX_SWEEP_NAME_LENGTH:
+        raise ConfigError(f"{path}: the sweep's name is {len(experiment.name)} characters long; a sweep's name has at "
+                          f"most {MAX_SWEEP_NAME_LENGTH}, since its best point is written as a run named <name>-best "
+                          f"(a run name has at most {MAX_RUN_NAME_LENGTH})")
     try:
         section = SweepSection.model_validate(sweep_raw)
     except ValidationError as exc:

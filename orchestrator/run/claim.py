@@ -164,7 +164,12 @@ def claim(run_dir: Path, overwrite: bool, resume: bool) -> RunClaim:
     if target.is_dir():  # overwrite of a run directory of ours (check_target made sure)
         old_fd = _lock(lock)  # a driver still running there keeps it: refuse
         replaced = target.parent / f".{target.name}.replaced-{uuid.uuid4().hex[:8]}"
-        os.replace(target, replaced)
+        try:
+            os.replace(target, replaced)
+        except OSError as exc:  # e.g. a directory name so long that the set-aside name is too long
+            os.close(old_fd)
+            raise CommitteeError(f"cannot set {run_dir} aside to overwrite it ({replaced.name[:40]}...: "
+                                 f"{exc.strerror}); remove it yourself or choose another --run-dir") from None
         os.close(old_fd)
     created = []
     missing = target

@@ -39,7 +39,8 @@ def predict_command(run_dir: Path, input_path: Path, rule: str, out: Path | None
     if rule not in RULES:
         raise CommitteeError(f"--rule {rule!r} is not a voting rule; choose from {', '.join(RULES)}")
     run = read_finished(run_dir)
-    texts, raw_labels = predict_inputs(input_path, run.config.task)
+    task = run.config.task
+    texts, raw_labels = predict_inputs(input_path, task)
     committee = load_committee(run)
     predictions = committee.predict(texts, rule=rule)
     lines = "".join(json.dumps(record) + "\n" for record in predictions.records())
@@ -50,6 +51,7 @@ def predict_command(run_dir: Path, input_path: Path, rule: str, out: Path | None
         out.write_text(lines)
         echo(f"wrote {len(texts)} predictions to {out}", err=True)
     if raw_labels is not None:
-        truth = label_ids_for(raw_labels, committee.label_names(predictions.soft_labels.shape[1]), str(input_path))
+        truth = label_ids_for(raw_labels, committee.label_names(predictions.soft_labels.shape[1]), str(input_path),
+                              task)
         echo(f"committee accuracy ({rule} vote) on {len(truth)} labelled examples of {input_path}: "
              f"{float((predictions.labels == truth).mean()):.4f}", err=True)

@@ -37,7 +37,8 @@ CACHE_ENV = "COMMITTEE_CACHE"
 # the code whose output is cached: a change to any of these files changes every cache key
 _SOURCES = ("workers/data/loading.py", "workers/data/specs.py", "workers/data/root.py", "workers/data/cache.py",
             "workers/data/task_examples.py", "workers/data/few_rel.py", "workers/data/datasets.py",
-            "workers/data/readers.py", "workers/text/corpus.py", "workers/text/tokenizer.py",
+            "workers/data/readers.py", "workers/data/text_documents.py",
+            "workers/text/corpus.py", "workers/text/tokenizer.py",
             "workers/text/wordpiece.py", "workers/text/vocab.py", "workers/text/overlap.py",
             "orchestrator/run/prepare.py")
 
@@ -264,9 +265,16 @@ def prepare(cfg, tokenizer_path: Path | None = None, echo=print, cache_dir: Path
 
 
 def data_sources(task: wdata.TaskSplits, corpus: wdata.CorpusSpec) -> dict:
-    """The report's words on where the data came from and which class each label id is."""
-    return {"task_source": task.source, "label_names": list(task.label_names), "label_order": task.label_order,
-            "corpus_source": corpus.describe()}
+    """The report's words on where the data came from and which class each label id is; for data as it is
+    distributed also each class's label in the data (1-based labels, a mapping) and the test examples carved
+    from train (the setting, the seed and the count per class)."""
+    sources = {"task_source": task.source, "label_names": list(task.label_names), "label_order": task.label_order,
+               "corpus_source": corpus.describe()}
+    if task.data_labels is not None:
+        sources["data_labels"] = list(task.data_labels)
+    if task.test_carved is not None:
+        sources["test_carved_from_train"] = task.test_carved
+    return sources
 
 
 def prepare_from_texts(cfg, articles: list[str], tokenizer_path: Path, echo=print,

@@ -190,7 +190,21 @@ def _classes_lines(c: dict) -> list[str]:
     if not c.get("label_names"):
         return []
     names = ", ".join(f"{i} {name}" for i, name in enumerate(c["label_names"]))
-    return [f"Classes (id name; ids follow {c['label_order']}): {names}. Task examples from {c['task_source']}.", ""]
+    lines = [f"Classes (id name; ids follow {c['label_order']}): {names}. Task examples from {c['task_source']}."]
+    if c.get("data_labels"):
+        lines.append("Labels in the data: " + ", ".join(f"{label} is class {i}" for i, label in enumerate(c["data_labels"]))
+                     + ".")
+    carved = c.get("test_carved_from_train")
+    if carved:
+        setting = carved["test_from_train"]
+        share = f"{setting} per class" if isinstance(setting, int) else f"a share of {setting:g} of each class"
+        counts = sorted(set(carved["per_class"]))
+        per_class = (f"{counts[0]} examples of every class" if len(counts) == 1
+                     else f"{min(counts)}-{max(counts)} examples per class")
+        lines.append(f"The data has no test split: {sum(carved['per_class'])} examples of its train split were "
+                     f"carved off as test examples ({share}: {per_class}), stratified, drawn with task.sample_seed "
+                     f"{carved['seed']}, disjoint from the training and validation examples.")
+    return [" ".join(lines), ""]
 
 
 def _committee_lines(r: dict) -> list[str]:

@@ -1,14 +1,17 @@
 """Where a dataset lives and what its readable pieces are: the Hugging Face `datasets` ways of naming data.
 
 A dataset is one of
-  - local data files per split (`data_files: {train: a.csv, test: b.csv}`): csv, json (JSON Lines or one
-    array of objects), jsonl or parquet, as `datasets.load_dataset("csv", data_files=...)` takes them;
+  - local data files per split (`data_files: {train: a.csv, test: b.csv}`): csv, tsv, json (JSON Lines or one
+    array of objects), jsonl or parquet, as `datasets.load_dataset("csv", data_files=...)` takes them; csv and
+    tsv files without a header row are read with the column names the config gives (`Source.column_names`);
   - a folder of split files (`train.csv`, `test-00000-of-00002.parquet`, ...: the split is the file
     name up to its first '-' or '.'), the way `datasets.load_dataset(folder)` infers splits;
   - a folder written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk` (`datasets.load_from_disk`);
   - a Hugging Face hub id (`datasets.load_dataset(id, config)`), read from the local cache when
     HF_HUB_OFFLINE=1 / HF_DATASETS_OFFLINE=1;
-  - for a pre-training corpus also a folder of `.txt` files, one document per file (in file-name order).
+  - for a pre-training corpus also text: a folder of `.txt` files (in path order), a WikiExtractor output
+    folder (`AA/wiki_00`, ...: files without an extension, or `.bz2`), or one text file; how each file divides
+    into documents is workers/data/text_documents.py's business.
 
 `resolve_source` turns the config's words into a `Source`; `Source.parts(split)` lists the readable
 pieces of a split (one per data file, or the whole split of a hub / save_to_disk dataset), whose columns
@@ -24,7 +27,9 @@ from pathlib import Path
 
 from workers.errors import DataError
 
-DATA_SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json"}
+DATA_SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "json"}
+HEADERLESS_FORMATS = ("csv", "tsv")  # the formats `column_names` applies to
+COMPRESSED_SUFFIX = ".bz2"  # text files may be bz2-compressed (WikiExtractor --compress)
 FILE_HINT = "fix the file or export it again"
 HUB_FETCH_HINT = ("fetch it once on a machine with internet (`python -c \"import datasets; "
                   "datasets.load_dataset('{hub_id}'{config_arg})\"`, which fills the cache in $HF_HOME, "
@@ -37,11 +42,12 @@ class Part:
     save_to_disk dataset (`fmt` "arrow"). `where` names it in messages; `hint` says how to fix it."""
 
     where: str
-    fmt: str  # parquet | csv | json | text | arrow
+    fmt: str  # parquet | csv | tsv | json | text | arrow
     path: Path | None = None  # the local file (all but arrow)
     dataset_key: tuple | None = None  # ("hub", id, config) or ("disk", path): see `_loaded`
     split: str = ""
     hint: str = FILE_HINT
+    column_names: tuple[str, ...] | None = None  # csv / tsv without a header row: its columns, in file order
 
     def identity(self) -> tuple:
         """What a parsed-file cache keys on: (path, mtime ns, size), or the dataset's cache files."""
@@ -52,7 +58,8 @@ class Part:
 
 @dataclass(frozen=True)
 class Source:
-    """A dataset's location. `kind`: files (data files per split), disk (save_to_disk), hub, text_folder."""
+    """A dataset's location. `kind`: files (data files per split), disk (save_to_disk), hub, text_folder (a folder
+    of text files), text_file (one text file)."""
 
     kind: str
     name: str  # as the config names it (a path or a hub id): messages and reports use it
@@ -60,7 +67,8 @@ class Source:
     path: Path | None = None  # kind disk / text_folder
     config: str | None = None  # kind hub: the configuration name
     hint: str = FILE_HINT
-    documents: tuple[Path, ...] = field(default=(), compare=False)  # kind text_folder: the .txt files
+    documents: tuple[Path, ...] = field(default=(), compare=False)  # kind text_folder / text_file: the text files
+    column_names: tuple[str, ...] | None = None  # kind files: the columns of headerless csv / tsv files
 
     def describe(self) -> str:
         """A few words for reports: what the data is and where it lies."""
@@ -69,13 +77,16 @@ class Source:
         if self.kind == "disk":
             return f"save_to_disk dataset {self.name}"
         if self.kind == "text_folder":
-            return f"folder {self.name} ({len(self.documents)} .txt files)"
+            txt = all(text_suffix(p) == ".txt" for p in self.documents)
+            return f"folder {self.name} ({len(self.documents)} {'.txt ' if txt else 'text '}files)"
+        if self.kind == "text_file":
+            return f"text file {self.name}"
         return f"local files {self.name}"
 
     def splits(self) -> list[str]:
         if self.kind == "files":
             return [split for split, _ in self.split_files]
-        if self.kind == "text_folder":
+        if self.kind in TEXT_KINDS:
             return ["train"]
         return list(_loaded(self._dataset_key()).keys())
 
@@ -89,8 +100,9 @@ class Source:
                             f"{', '.join(self.splits()) or 'none'}); set {key} to one of them")
         if self.kind == "files":
             files = dict(self.split_files)[split]
-            return [Part(str(p), DATA_SUFFIXES[p.suffix.lower()], path=p, hint=self.hint) for p in files]
-        if self.kind == "text_folder":
+            return [Part(str(p), DATA_SUFFIXES[p.suffix.lower()], path=p, hint=self.hint,
+                         column_names=self.column_names) for p in files]
+        if self.kind in TEXT_KINDS:
             return [Part(str(p), "text", path=p, hint=self.hint) for p in self.documents]
         where = f"{self.describe()} split {split!r}"
         return [Part(where, "arrow", dataset_key=self._dataset_key(), split=split, hint=self.hint)]
@@ -99,7 +111,7 @@ class Source:
         """File fingerprints (or hub id + cache files): a cache key built on it notices changed data."""
         if self.kind == "files":
             return [[split, [list(file_identity(p, self.hint)) for p in files]] for split, files in self.split_files]
-        if self.kind == "text_folder":
+        if self.kind in TEXT_KINDS:
             return [str(self.path), [list(file_identity(p, self.hint)) for p in self.documents]]
         dataset = _loaded(self._dataset_key())
         return [self.kind, self.name, self.config,
@@ -112,6 +124,20 @@ class Source:
         feature = _loaded(self._dataset_key())[split].features.get(column)
         names = getattr(feature, "names", None)
         return tuple(names) if names else None
+
+
+TEXT_KINDS = ("text_folder", "text_file")
+
+
+def text_suffix(path: Path) -> str:
+    """A text file's suffix under its compression: `wiki_00.bz2` -> "", `a.txt.bz2` -> ".txt", `a.txt` -> ".txt"."""
+    name = path.name[:-len(COMPRESSED_SUFFIX)] if path.name.lower().endswith(COMPRESSED_SUFFIX) else path.name
+    return Path(name).suffix.lower()
+
+
+def is_text_file(path: Path) -> bool:
+    """A file read as text: `.txt`, or no extension at all (WikiExtractor's `wiki_00`), either one possibly `.bz2`."""
+    return not path.name.startswith(".") and text_suffix(path) in (".txt", "")
 
 
 def file_identity(path: Path, hint: str = FILE_HINT) -> tuple[str, int, int]:
@@ -178,27 +204,50 @@ def _is_saved_dataset(folder: Path) -> bool:
 
 def _looks_like_path(text: str) -> bool:
     return (text.startswith(("/", "./", "../", "~")) or text.count("/") > 1
-            or Path(text).suffix.lower() in (*DATA_SUFFIXES, ".txt"))
+            or Path(text).suffix.lower() in (*DATA_SUFFIXES, ".txt", COMPRESSED_SUFFIX))
+
+
+def _txt_files_in(folder: Path) -> tuple[Path, ...]:
+    """The `.txt` files below `folder`, in path order: one document each unless pretrain.corpus.documents says."""
+    return tuple(sorted(folder.rglob("*.txt")))
+
+
+def _extensionless_files_in(folder: Path) -> tuple[Path, ...]:
+    """The files below `folder` without an extension (or with just .bz2), in path order, as WikiExtractor writes
+    them (AA/wiki_00, AA/wiki_01, ..., AB/wiki_00); hidden files and folders are left out."""
+    return tuple(sorted(p for p in folder.rglob("*") if p.is_file() and is_text_file(p) and text_suffix(p) == ""
+                        and not any(part.startswith(".") for part in p.relative_to(folder).parts)))
 
 
 def resolve_source(dataset: str, config: str | None, key: str, text_folder: bool = False) -> Source:
     """A `dataset` string as a Source: an existing local path (file, save_to_disk folder, folder of split
-    files, or with `text_folder` a folder of .txt files), else a hub id. `key` names the config key."""
+    files; with `text_folder` also a text file or a folder of them), else a hub id. `key` names the config key.
+
+    A corpus folder is read as its `.txt` files when it has any, else as its data files named by split, else as
+    its files without an extension (WikiExtractor's AA/wiki_00, ...; `.bz2` too)."""
     path = Path(dataset).expanduser()
     if path.is_file():
-        if path.suffix.lower() not in DATA_SUFFIXES:
-            raise DataError(f"{key}: {dataset} is not a data file this reads ({', '.join(DATA_SUFFIXES)})")
-        return files_source({"train": [path.resolve()]}, dataset)
+        if path.suffix.lower() in DATA_SUFFIXES:
+            return files_source({"train": [path.resolve()]}, dataset)
+        if text_folder and is_text_file(path):
+            return Source("text_file", dataset, path=path.resolve(), documents=(path.resolve(),))
+        reads = ", ".join(DATA_SUFFIXES) + (", .txt, a file without an extension, .bz2 of either" if text_folder else "")
+        raise DataError(f"{key}: {dataset} is not a data file this reads ({reads})")
     if path.is_dir():
         if _is_saved_dataset(path):
             return Source("disk", dataset, path=path.resolve())
         if text_folder:
-            documents = tuple(sorted(path.resolve().rglob("*.txt")))
+            documents = _txt_files_in(path.resolve())
             if documents:
                 return Source("text_folder", dataset, path=path.resolve(), documents=documents)
         by_split = _split_files_in(path)
+        if not by_split and text_folder:
+            documents = _extensionless_files_in(path.resolve())
+            if documents:
+                return Source("text_folder", dataset, path=path.resolve(), documents=documents)
         if not by_split:
-            holds = "no .txt files (one document per file) and no" if text_folder else "no"
+            holds = ("no .txt files (one document per file), no WikiExtractor output (AA/wiki_00, ...: files without "
+                     "an extension, .bz2 too) and no" if text_folder else "no")
             raise DataError(f"{key}: the folder {dataset} holds {holds} data files ({', '.join(DATA_SUFFIXES)} "
                             f"named by split, e.g. train.csv) and is not a save_to_disk dataset; put your data "
                             f"there or point {key} at the right folder")

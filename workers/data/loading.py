@@ -1,9 +1,12 @@
 """Classification tasks and pre-training corpora: the paper's presets and the user's own data.
 
 A task or a corpus is a dataset named the way Hugging Face `datasets` names one (a hub id, a
-save_to_disk folder, local csv/json/jsonl/parquet files, or for a corpus a folder of .txt files; see
-workers/data/datasets.py). The paper's data are presets of the same mechanism, read from a data root in the
-hub's schemas (workers/data/root.py, ../shared/data/README.md): ag_news and dbpedia_14 (parquet), the
+save_to_disk folder, local csv/tsv/json/jsonl/parquet files, or for a corpus text: a folder of .txt files,
+WikiExtractor output, a text file; see workers/data/datasets.py and workers/data/text_documents.py). Data is
+read as it is distributed: csv/tsv files without a header row (task.column_names), 1-based labels and a
+classes.txt (task.first_label_id, task.classes_file), a train file only (task.test_from_train).
+The paper's data are presets of the same mechanism, read from a data root in the hub's schemas
+(workers/data/root.py, ../shared/data/README.md): ag_news and dbpedia_14 (parquet), the
 Wikipedia corpus (parquet shards), and few_rel / few_rel_64 (FewRel JSON, 16 or 64 relations, through its own
 adapter, workers/data/few_rel.py: entity marking, a per-relation split).
 Labels are integer class ids or string class names; names become ids in sorted order (Python's `sorted`,
@@ -24,7 +27,7 @@ its INPUT with workers/data/predict_inputs.py.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +35,14 @@ import numpy as np
 # the rest of the data API, re-exported: callers use these as workers.data.loading.<name>
 from workers.data.cache import cached, clear_cache
 from workers.data.datasets import (
+    HEADERLESS_FORMATS,
+    TEXT_KINDS,
     Part,
+    Source,
     data_files_source,
     files_source,
     resolve_source,
+    text_suffix,
 )
 from workers.data.few_rel import few_rel_source, mark_entities
 from workers.data.readers import read_columns
@@ -57,7 +64,8 @@ from workers.data.root import (
     wikipedia_shards,
 )
 from workers.data.specs import CorpusSpec, TaskSpec
-from workers.data.task_examples import dataset_task_source, per_class_sample
+from workers.data.task_examples import carve_test, dataset_task_source, per_class_sample
+from workers.data.text_documents import split_documents
 from workers.errors import DataError
 
 # ----------------------------------------------------------------------------------------------
@@ -86,10 +94,62 @@ def task_spec(task, data_root: str | None) -> TaskSpec:
         source = data_files_source(task.data_files, "task.data_files")
     else:
         source = resolve_source(task.dataset, task.dataset_config, "task.dataset")
+    if task.column_names is not None:
+        source = _headerless(source, tuple(task.column_names))
     text = task.text_column
+    names, keys, names_from, classes_file = _class_names(task)
     return TaskSpec(task.name, source, (text,) if isinstance(text, str) else tuple(text), task.label_column,
-                    task.train_split, task.test_split, task.validation_split,
-                    tuple(task.label_names) if task.label_names else None)
+                    task.train_split, task.test_split, task.validation_split, names, label_keys=keys,
+                    label_names_from=names_from, first_label_id=task.first_label_id, classes_file=classes_file,
+                    test_from_train=task.test_from_train)
+
+
+def _headerless(source: Source, column_names: tuple[str, ...]) -> Source:
+    """`source` read with `task.column_names` as the columns of its csv/tsv files, which have no header row."""
+    files = [p for _, paths in source.split_files for p in paths] if source.kind == "files" else []
+    other = [p for p in files if p.suffix.lower() not in (".csv", ".tsv")]
+    if source.kind != "files" or other:
+        what = str(other[0]) if other else source.describe()
+        raise DataError(f"task.column_names names the columns of csv and tsv files without a header row, but "
+                        f"{what} is not one ({', '.join(f'.{f}' for f in HEADERLESS_FORMATS)}); its columns have "
+                        f"names of their own: leave task.column_names out")
+    return replace(source, column_names=column_names)
+
+
+def _class_names(task) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None, str, Path | None]:
+    """(class names in id order, the data's label of each when mapped, where the names come from, the classes
+    file) of a task section: task.label_names as a list or a mapping, or the lines of task.classes_file."""
+    if isinstance(task.label_names, dict):
+        return tuple(task.label_names.values()), tuple(str(k) for k in task.label_names), "task.label_names", None
+    if task.label_names:
+        return tuple(task.label_names), None, "task.label_names", None
+    if task.classes_file is None:
+        return None, None, "task.label_names", None
+    path = Path(task.classes_file).expanduser()
+    return read_classes_file(path), None, f"task.classes_file ({task.classes_file})", path.resolve()
+
+
+def read_classes_file(path: Path) -> tuple[str, ...]:
+    """The class names of a classes file: one a line, in id order (trailing blank lines allowed); an empty line
+    among them, a name given twice, or fewer than two names is a DataError naming the file and line."""
+    if not path.is_file():
+        raise DataError(f"task.classes_file: {path} is not a file (relative paths start at the working directory "
+                        f"{Path.cwd()})")
+    part = Part(str(path), "text", path=path)
+    lines = read_columns(part, ("text",))["text"][0].splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    seen: dict[str, int] = {}
+    for number, line in enumerate(lines, start=1):
+        name = line.strip()
+        if not name:
+            raise DataError(f"{path} line {number} is empty; a classes file holds one class name a line, in id order")
+        if name in seen:
+            raise DataError(f"{path} line {number}: class {name!r} is named twice (line {seen[name]} too)")
+        seen[name] = number
+    if len(seen) < 2:
+        raise DataError(f"{path} names {len(seen)} class(es); a classification task needs at least two, one a line")
+    return tuple(seen)
 
 
 def wikipedia_corpus(root: Path) -> CorpusSpec:
@@ -104,7 +164,12 @@ def corpus_spec(corpus, data_root: str | None) -> CorpusSpec:
     if corpus is None or corpus.dataset is None:
         return wikipedia_corpus(resolve_data_root(data_root))
     source = resolve_source(corpus.dataset, corpus.dataset_config, "pretrain.corpus.dataset", text_folder=True)
-    return CorpusSpec(source, corpus.split, corpus.text_column)
+    documents = getattr(corpus, "documents", "per_file")
+    if documents != "per_file" and source.kind not in TEXT_KINDS:
+        raise DataError(f"pretrain.corpus.documents={documents} divides text files into documents, but "
+                        f"{source.describe()} holds one document per row of its column pretrain.corpus.text_column; "
+                        f"leave pretrain.corpus.documents out")
+    return CorpusSpec(source, corpus.split, corpus.text_column, documents=documents)
 
 
 def check_task_data(root: Path | None, task: str | TaskSpec, train_per_class: int, val_per_class: int,
@@ -133,14 +198,16 @@ def check_task_data(root: Path | None, task: str | TaskSpec, train_per_class: in
 # Corpora
 
 
-def _parse_documents(part: Part, text_column: str, noun: str) -> tuple[str, ...]:
-    """The documents of one part; an empty one names its file (and row)."""
+def _parse_documents(part: Part, text_column: str, noun: str, documents: str = "per_file") -> tuple[str, ...]:
+    """The documents of one part; an empty one names its file (and row). A text file divides into documents as
+    `documents` says, or into its WikiExtractor articles."""
     if part.fmt == "text":
         (text,) = read_columns(part, ("text",))["text"]
-        if not text.strip():
+        texts = split_documents(part.where, text, documents, text_column, json_lines=text_suffix(part.path) == "")
+        if any(not t.strip() for t in texts):  # per_file: the whole file is the document
             raise DataError(f"{part.path}: empty document (a corpus folder holds one document per .txt file); "
                             f"remove the file or give it text")
-        return (text,)
+        return texts
     texts = read_columns(part, (text_column,))[text_column]
     for row, text in enumerate(texts):
         if text is None or not text.strip():
@@ -153,8 +220,8 @@ def corpus_documents(corpus: CorpusSpec) -> list[str]:
     noun = "article" if corpus.wikipedia_root is not None else "document"
     texts: list[str] = []
     for part in corpus.source.parts(corpus.split, "pretrain.corpus.split"):
-        texts.extend(cached(part.identity(), ("corpus", corpus.text_column),
-                            lambda: _parse_documents(part, corpus.text_column, noun)))
+        texts.extend(cached(part.identity(), ("corpus", corpus.text_column, corpus.documents),
+                            lambda: _parse_documents(part, corpus.text_column, noun, corpus.documents)))
     if not texts:
         raise DataError(f"the corpus {corpus.describe()} holds no documents; give pretrain.corpus.dataset some text")
     return texts
@@ -172,8 +239,10 @@ def pretraining_documents(corpus: CorpusSpec, n_documents: int, order_seed: int)
         if corpus.wikipedia_root is not None:
             raise DataError(f"pretrain.articles={n_documents} but the data root {corpus.wikipedia_root} holds "
                             f"{len(texts)} Wikipedia articles")
+        one_file = (" (a text file is one document unless pretrain.corpus.documents is per_line or per_block)"
+                    if corpus.source.kind == "text_file" and corpus.documents == "per_file" else "")
         raise DataError(f"pretrain.articles={n_documents} but the corpus {corpus.describe()} holds {len(texts)} "
-                        f"documents; lower pretrain.articles (and tokenizer.train_articles) or add documents")
+                        f"documents{one_file}; lower pretrain.articles (and tokenizer.train_articles) or add documents")
     return [texts[i] for i in article_order(len(texts), order_seed)[:n_documents]]
 
 
@@ -206,6 +275,8 @@ class TaskSplits:
     label_names: tuple[str, ...] = ()  # class i is label_names[i]
     label_order: str = ""  # how the names became ids (for the report)
     source: str = ""  # where the examples came from (for the report)
+    data_labels: list | None = None  # class i is label data_labels[i] in the data, when that is not i
+    test_carved: dict | None = None  # test examples carved from train: the setting and the count per class
 
 
 def load_task(root: Path, name: str, train_per_class: int, val_per_class: int,
@@ -223,6 +294,8 @@ def load_task_from(spec: TaskSpec, train_per_class: int, val_per_class: int,
     a class the data lacks, or has too few of, fails naming the split, the file and the class.
     """
     src = few_rel_source(spec.few_rel_path, spec.name) if spec.few_rel_path is not None else dataset_task_source(spec)
+    if spec.test_from_train is not None:
+        src = carve_test(src, spec.test_from_train, sample_seed)
     num_classes = len(src.label_names)
     rng = np.random.default_rng(sample_seed)
     if src.val_labels is None:
@@ -251,4 +324,8 @@ def load_task_from(spec: TaskSpec, train_per_class: int, val_per_class: int,
         label_names=tuple(src.label_names),
         label_order=src.label_order,
         source=spec.describe(),
+        data_labels=src.data_labels,
+        test_carved=None if src.test_carved_per_class is None else {
+            "test_from_train": spec.test_from_train, "per_class": list(src.test_carved_per_class),
+            "seed": sample_seed},
     )

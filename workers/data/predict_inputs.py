@@ -1,5 +1,7 @@
 """The examples of a `committee predict` INPUT: a .txt file (one example per line), a data file read as the
-run's task section reads its data, or FewRel JSON for a FewRel run; and their labels as the run's class ids.
+run's task section reads its data (its text columns; a csv/tsv without a header row with task.column_names), or
+FewRel JSON for a FewRel run; and their labels as the run's class ids (1-based labels and mapped labels as the
+task section says: workers.data.task_examples.Classes).
 """
 
 from __future__ import annotations
@@ -8,22 +10,25 @@ from pathlib import Path
 
 import numpy as np
 
-from workers.data.datasets import DATA_SUFFIXES, Part
+from workers.data.datasets import DATA_SUFFIXES, HEADERLESS_FORMATS, Part
 from workers.data.few_rel import read_few_rel
 from workers.data.readers import column_names, read_columns
 from workers.data.root import FEW_REL_PRESETS, TASK_TEXT_COLUMNS
-from workers.data.task_examples import frozen_ids, parse_task_part
+from workers.data.task_examples import Classes, frozen_ids, parse_task_part
 from workers.errors import DataError
 
 
-def read_examples(path: Path, text_columns: tuple[str, ...], label_column: str) -> tuple[list[str], list | None]:
-    """The examples of one data file (csv, json, jsonl, parquet) in file order: texts (the text columns
+def read_examples(path: Path, text_columns: tuple[str, ...], label_column: str,
+                  headerless_columns: tuple[str, ...] | None = None) -> tuple[list[str], list | None]:
+    """The examples of one data file (csv, tsv, json, jsonl, parquet) in file order: texts (the text columns
     joined as a task joins them) and the raw labels, or None when the file has no label column.
+    `headerless_columns`: a csv / tsv file has no header row and these columns (task.column_names).
     `committee predict` reads a dataset file with it; an empty text names its row."""
     suffix = path.suffix.lower()
     if suffix not in DATA_SUFFIXES:
         raise DataError(f"{path} is not a data file this reads ({', '.join(DATA_SUFFIXES)}) nor a .txt file")
-    part = Part(str(path), DATA_SUFFIXES[suffix], path=path)
+    fmt = DATA_SUFFIXES[suffix]
+    part = Part(str(path), fmt, path=path, column_names=headerless_columns if fmt in HEADERLESS_FORMATS else None)
     if label_column in column_names(part):
         texts, labels = parse_task_part(part, text_columns, label_column)
         return list(texts), list(labels)
@@ -70,19 +75,22 @@ def predict_inputs(path: Path, task) -> tuple[list[str], list | None]:
         _, texts, labels = read_few_rel(path, task.name)
         return list(texts), [int(label) for label in labels]
     text_columns, label_column = task_columns(task)
-    return read_examples(path, text_columns, label_column)
+    headerless = getattr(task, "column_names", None)
+    return read_examples(path, text_columns, label_column, tuple(headerless) if headerless else None)
 
 
-def label_ids_for(raw_labels: list, label_names: list[str], where: str) -> np.ndarray:
-    """Raw labels (integer ids or class names) as ids [n] of a run's classes; an unknown one names its row."""
-    index = {name: i for i, name in enumerate(label_names)}
+def label_ids_for(raw_labels: list, label_names: list[str], where: str, task=None) -> np.ndarray:
+    """Raw labels (integer ids or class names) as ids [n] of a run's classes, read as the run's task section
+    `task` reads its labels (integer labels from task.first_label_id, or mapped by task.label_names); an unknown
+    one names its row."""
+    mapped = getattr(task, "label_names", None)
+    classes = Classes(tuple(label_names), first_label_id=getattr(task, "first_label_id", 0),
+                      keys=tuple(str(k) for k in mapped) if isinstance(mapped, dict) else None)
     ids = []
     for row, label in enumerate(raw_labels):
-        if isinstance(label, int) and 0 <= label < len(label_names):
-            ids.append(label)
-        elif isinstance(label, str) and label in index:
-            ids.append(index[label])
-        else:
+        class_id = classes.id_of(label)
+        if class_id is None:
             raise DataError(f"{where} row {row}: label {label!r} is not one of the run's {len(label_names)} classes "
                             f"({', '.join(label_names[:12])})")
+        ids.append(class_id)
     return frozen_ids(ids)

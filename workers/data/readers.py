@@ -1,14 +1,19 @@
 """How the columns of one readable piece of a dataset (a `workers.data.datasets.Part`) are read, per format:
-parquet, csv, json (JSON Lines or one array of objects), a `.txt` document, or a split of a hub or
-save_to_disk dataset (arrow).
+parquet, csv and tsv (a header row first, or the column names the part carries), json (JSON Lines or one array
+of objects), a text file (`.txt` or WikiExtractor's, bz2-compressed or not), or a split of a hub or save_to_disk
+dataset (arrow).
 
 `read_columns(part, ...)` reads the named columns of one piece as Python lists, checking what it reads:
-a missing column names the columns that exist, a text that is not a string or not UTF-8 names its row
-and column, a truncated or corrupt file names the file. `column_names(part)` lists the columns a piece has.
+a missing column names the columns that exist (and says when a csv's first row looks like data rather than a
+header), a text that is not a string or not UTF-8 names its row and column, a truncated or corrupt file names
+the file. `column_names(part)` lists the columns a piece has.
+TSV is read as the IANA format defines it: fields separated by tabs, no quoting (a `"` is text), no tab or
+newline inside a field.
 """
 
 from __future__ import annotations
 
+import bz2
 import json
 from pathlib import Path
 
@@ -33,24 +38,53 @@ def read_parquet(path: Path, columns: tuple[str, ...], hint: str = FILE_HINT):
         ) from None
 
 
-def _read_csv(path: Path, columns: tuple[str, ...], text_columns: tuple[str, ...], hint: str):
-    """The named columns of a CSV file (header row first); text columns are read as strings."""
+def _read_csv(part: Part, columns: tuple[str, ...], text_columns: tuple[str, ...]):
+    """The named columns of a CSV or TSV file (a header row first, or `part.column_names` for a file without one);
+    text columns are read as strings."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
+    path, names = part.path, part.column_names
+    kind = part.fmt.upper()
+    parse = (pcsv.ParseOptions(delimiter="\t", quote_char=False) if part.fmt == "tsv"
+             else pcsv.ParseOptions(newlines_in_values=True))
     try:
-        table = pcsv.read_csv(path, parse_options=pcsv.ParseOptions(newlines_in_values=True),
+        table = pcsv.read_csv(path, read_options=pcsv.ReadOptions(column_names=list(names) if names else None),
+                              parse_options=parse,
                               convert_options=pcsv.ConvertOptions(column_types={c: pa.string() for c in text_columns}))
     except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{path} is not a readable CSV file: {str(exc).rstrip('.')}; {hint}") from None
-    _check_columns(path, columns, table.column_names)
+        reason = str(exc).rstrip(".")
+        if names and "Expected" in reason and "columns, got" in reason:
+            raise DataError(f"{path} is not read as task.column_names says: {reason.splitlines()[0]}; "
+                            f"task.column_names lists {len(names)} ({', '.join(names)}): name every column of the "
+                            f"file, in order") from None
+        raise DataError(f"{path} is not a readable {kind} file: {reason}; {part.hint}") from None
+    _check_columns(path, columns, table.column_names, header=None if names else kind)
     return table
 
 
-def _check_columns(where, columns: tuple[str, ...], names: list[str]) -> None:
+def _looks_like_data(cell: str) -> bool:
+    """Whether a header cell reads as a value rather than a column name: a number (a label such as "3"), or
+    a sentence (longer than 40 characters, or five words or more)."""
+    try:
+        float(cell)
+        return True
+    except ValueError:
+        return len(cell) > 40 or len(cell.split()) >= 5
+
+
+def _check_columns(where, columns: tuple[str, ...], names: list[str], header: str | None = None) -> None:
+    """Every column asked for is there; else name those that exist. `header`: "CSV" / "TSV" when the names came
+    from the file's first row, which for a file distributed without a header row is its first example."""
     missing = [c for c in columns if c not in names]
     if missing:
-        raise DataError(f"{where} is missing column(s) {', '.join(missing)} (has: {', '.join(names) or 'none'})")
+        shown = ", ".join(n if len(n) <= 40 else n[:37] + "..." for n in names) or "none"
+        message = f"{where} is missing column(s) {', '.join(missing)} (has: {shown})"
+        if header and any(_looks_like_data(n) for n in names):
+            message += (f"; its first row looks like data, not a header: if the {header} file has no header row, "
+                        f"name its {len(names)} columns in file order with task.column_names (AG News as "
+                        f"distributed: [label, title, description])")
+        raise DataError(message)
 
 
 def _decode(path: Path, raw: bytes, hint: str) -> str:
@@ -166,17 +200,13 @@ def read_columns(part: Part, text_columns: tuple[str, ...], other_columns: tuple
     labels: integers or strings)."""
     columns = tuple(dict.fromkeys((*text_columns, *other_columns)))
     if part.fmt == "text":
-        try:
-            raw = part.path.read_bytes()
-        except OSError as exc:
-            raise DataError(f"{part.path} cannot be read: {exc}") from None
-        return {"text": [_decode(part.path, raw, part.hint)]}
+        return {"text": [_decode(part.path, _text_bytes(part), part.hint)]}
     if part.fmt == "json":
         return _read_json(part.path, columns, text_columns, part.hint)
     if part.fmt == "parquet":
         table = read_parquet(part.path, columns, part.hint)
-    elif part.fmt == "csv":
-        table = _read_csv(part.path, columns, text_columns, part.hint)
+    elif part.fmt in ("csv", "tsv"):
+        table = _read_csv(part, columns, text_columns)
     else:
         table = _arrow_split(part, columns)
     out = {c: text_cells(part.where, table, c, part.hint) for c in text_columns}
@@ -184,6 +214,20 @@ def read_columns(part: Part, text_columns: tuple[str, ...], other_columns: tuple
         if column not in out:
             out[column] = table.column(column).to_pylist()
     return out
+
+
+def _text_bytes(part: Part) -> bytes:
+    """A text file's bytes, decompressed when it is `.bz2` (WikiExtractor --compress)."""
+    try:
+        raw = part.path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{part.path} cannot be read: {exc}") from None
+    if not part.path.name.lower().endswith(".bz2"):
+        return raw
+    try:
+        return bz2.decompress(raw)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{part.path} is not a readable bz2 file (truncated or corrupt?): {exc}; {part.hint}") from None
 
 
 def column_names(part: Part) -> list[str]:
@@ -204,6 +248,6 @@ def column_names(part: Part) -> list[str]:
         except (pa.ArrowException, OSError) as exc:
             raise DataError(f"{part.path} is not a readable parquet file (truncated or corrupt?): "
                             f"{str(exc).rstrip('.')}; {part.hint}") from None
-    if part.fmt == "csv":
-        return list(_read_csv(part.path, (), (), part.hint).column_names)
+    if part.fmt in ("csv", "tsv"):
+        return list(_read_csv(part, (), ()).column_names)
     return list(split_dataset(part).column_names)

@@ -25,11 +25,18 @@ class TaskSpec:
     label_order: str = ""  # how names map to ids, for the report (set for presets)
     names_in_errors: bool = True  # name classes in sampling errors ("class 2 (Sports) has ...")
     few_rel_path: Path | None = None
+    label_keys: tuple[str, ...] | None = None  # task.label_names as a mapping: class i is the data's label keys[i]
+    label_names_from: str = "task.label_names"  # where label_names came from, for errors and the report
+    first_label_id: int = 0  # the integer label of class 0 (1 for 1-based data)
+    classes_file: Path | None = None  # task.classes_file, whose lines are label_names
+    test_from_train: int | float | None = None  # test examples carved from train (per class, or a share)
 
     def identity(self) -> list:
         """What a cache key needs to notice changed task data."""
         if self.few_rel_path is not None:
             return ["few_rel", list(file_identity(self.few_rel_path, REFETCH_HINT))]
+        if self.classes_file is not None:  # class names from a file: an edited file changes the ids
+            return [self.source.identity(), list(file_identity(self.classes_file))]
         return self.source.identity()
 
     def describe(self) -> str:
@@ -44,9 +51,11 @@ class CorpusSpec:
     split: str = "train"
     text_column: str = "text"
     wikipedia_root: Path | None = None  # set for the preset (its messages name the data root)
+    documents: str = "per_file"  # how a plain text file divides into documents (workers/data/text_documents.py)
 
     def identity(self) -> list:
-        return [self.split, self.text_column, self.source.identity()]
+        divided = [] if self.documents == "per_file" else [self.documents]
+        return [self.split, self.text_column, self.source.identity(), *divided]
 
     def describe(self) -> str:
         if self.wikipedia_root is not None:
