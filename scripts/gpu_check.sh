@@ -103,7 +103,7 @@ else
     GROUPS_ARGS="--device cuda --tokenizer .gpu/tok30522 --budget-s ${GPU_CHECK_GROUPS_BUDGET_S:-170}"
     COMPILE_ARGS="--device cuda"
 fi
-if [ "${GPU_CHECK_COMPILE_RUNS:-0}" = 1 ] && $PY -m orchestrator.config.experiment 2>/dev/null | grep -q "compile"; then
+if [ "${GPU_CHECK_COMPILE_RUNS:-0}" = 1 ] && $PY -m orchestrator.config.reference 2>/dev/null | grep -q "compile"; then
     QS="$QS pretrain.compile=true"
 fi
 
