@@ -18,12 +18,12 @@ from workers.stats.calibration import brier_score, calibration, expected_calibra
 from workers.stats.diversity import brier_decomposition, diversity, error_correlation, pairwise_disagreement
 from workers.stats.intervals import above_chance, accuracy_interval, chance_level, wilson_interval
 from workers.stats.paired import (
-           adjust_family,
-           compare_paired,
-           holm_adjusted,
-           mcnemar_exact,
-           paired_bootstrap_interval,
-           verdict,
+    adjust_family,
+    compare_paired,
+    holm_adjusted,
+    mcnemar_exact,
+    paired_bootstrap_interval,
+    verdict,
 )
 
 __all__ = ["above_chance", "adjust_family", "accuracy_interval", "brier_decomposition", "brier_score", "calibration",
