@@ -206,7 +206,7 @@ def test_the_smoke_suite_reports_every_claim_from_its_steps_files(smoke_suite):
     c1, c2, c3, c4, c5 = out["claims"]
 
     # claim 1: each block's difference is its run's own paired test, and the interval is over the blocks
-    for task, t in c1["tasks"].items():
+    for t in c1["tasks"].values():
         assert [b["block"] for b in t["blocks"]] == [0, 1, 2]
         diffs = []
         for b in t["blocks"]:
@@ -254,7 +254,7 @@ def test_the_smoke_suite_reports_every_claim_from_its_steps_files(smoke_suite):
     # claim 4: matched tokens from the run's test; matched parameters recomputed from the members' logits
     from workers.committee.voting import aggregate
 
-    for task, t in c4["tasks"].items():
+    for t in c4["tasks"].values():
         for b in t["blocks"]:
             run_dir = suite_dir / b["step"]
             report = json.loads((run_dir / "report.json").read_text())
@@ -274,7 +274,7 @@ def test_the_smoke_suite_reports_every_claim_from_its_steps_files(smoke_suite):
     latency = c4["latency"]
     assert [b["block"] for b in latency["blocks"]] == [0, 1, 2] and set(latency["batches"]) == {"1", "8"}
     for b in latency["blocks"]:
-        for batch, r in b["batches"].items():
+        for r in b["batches"].values():
             ms = r["latency"]
             assert r["ratio_p50"] == pytest.approx(ms["committee_packed"]["p50_ms"] / min(
                 ms["deep_packed_kernels"]["p50_ms"], ms["deep_hf"]["p50_ms"]))

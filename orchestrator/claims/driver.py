@@ -93,6 +93,11 @@ def _record(suite_dir: Path, entry: dict) -> None:
     path.write_text(json.dumps(steps, indent=2) + "\n")
 
 
+def prefixed(echo, step_id: str):
+    """`echo` for a step's own output: each line starts with the step's id (typer's keyword arguments pass)."""
+    return lambda message="", **kwargs: echo(f"  {step_id}: {message}", **kwargs)
+
+
 def run_steps(suite: ClaimsConfig, steps: list[Step], suite_dir: Path, address: str | None, echo) -> None:
     """Every unfinished step in order, each recorded in steps.json with its wall time and the machine's load."""
     for number, step in enumerate(steps, 1):
@@ -101,7 +106,7 @@ def run_steps(suite: ClaimsConfig, steps: list[Step], suite_dir: Path, address: 
             continue
         echo(f"[{number}/{len(steps)}] {step.id}: {step.command()}")
         load_before, t0 = os.getloadavg(), time.perf_counter()
-        run_step(step, suite, suite_dir, address, lambda *a, **k: echo(f"  {step.id}: {a[0] if a else ''}"))
+        run_step(step, suite, suite_dir, address, prefixed(echo, step.id))
         _record(suite_dir, {"id": step.id, "kind": step.kind, "block": step.block, "claims": list(step.claims),
                             "command": step.command(), "wall_s": round(time.perf_counter() - t0, 1),
                             "load_average_before": [round(x, 2) for x in load_before],

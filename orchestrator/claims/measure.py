@@ -13,13 +13,17 @@ Verdicts over blocks:
 - equivalence ("the committee matches BERT-6", margin m points): holds when the interval lies within (-m, +m)
   or wholly above 0 (the committee matches or beats it), does not hold when it lies below -m, otherwise
   inconclusive (the interval is wider than the margin allows);
-- latency ("lower latency"): holds when the interval of the committee's latency ratio to BERT-6 lies below 1,
-  does not hold when it lies above 1.
+- latency ("lower latency"): holds when the interval of the committee's latency ratio to BERT-6 (geometric mean
+  over blocks, t interval of the log ratio) lies below 1, does not hold when it lies above 1.
+A part is inconclusive whatever its interval when, in some block, both models it compares are not above
+chance (their 95% interval reaches the majority-class rate): two models that learned nothing agree without
+saying anything about the claim.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +37,7 @@ from orchestrator.run.rundir import RunLayout
 from orchestrator.sweep.report import mean_interval
 from workers.committee.voting import aggregate
 from workers.errors import CommitteeError
-from workers.stats import compare_paired
+from workers.stats import accuracy_interval, chance_level, compare_paired, wilson_interval
 from workers.storage import checkpoint
 from workers.train.member import Role, load_result
 
@@ -75,6 +79,30 @@ def latency_verdict(ratio: dict) -> str:
     if ci is None:
         return INCONCLUSIVE
     return HOLDS if ci[1] < 1 else FAILS if ci[0] > 1 else INCONCLUSIVE
+
+
+def ratio_over_blocks(ratios: list[float]) -> dict:
+    """A ratio's geometric mean over blocks with the 95% t interval of its logarithm, taken back: a ratio's
+    interval stays positive and treats 0.5x and 2x alike."""
+    logs = over_blocks([math.log(r) for r in ratios])
+    return {"mean": math.exp(logs["mean"]) if logs["mean"] is not None else None,
+            "ci95": None if logs["ci95"] is None else [math.exp(x) for x in logs["ci95"]], "n": logs["n"],
+            "blocks": list(ratios), "method": "geometric mean, 95% t interval of the log ratio over blocks"}
+
+
+def at_chance(ci95: list[float], chance_rate: float) -> bool:
+    """Whether an accuracy's 95% interval (fractions) reaches down to the majority-class rate."""
+    return ci95[0] <= chance_rate
+
+
+def guarded(verdict: str, blocks: list[dict]) -> tuple[str, str | None]:
+    """A part's verdict, inconclusive where in some block both compared models sit at chance: two models that
+    learned nothing agree (or "match") without saying anything about the claim. Returns (verdict, note)."""
+    idle = [b["block"] for b in blocks if b.get("both_at_chance")]
+    if not idle:
+        return verdict, None
+    return INCONCLUSIVE, (f"both compared models are not above chance in block(s) {', '.join(map(str, idle))}: "
+                          f"the comparison says nothing there")
 
 
 def combined(verdicts: list[str]) -> str:
@@ -148,9 +176,13 @@ def pretraining_claim(suite: ClaimsConfig, steps: list[Step], suite_dir: Path) -
                                                                       for i in pre])),
                            "members_better": sum(t["verdict"] == "a better" for t in member_tests),
                            "members_worse": sum(t["verdict"] == "b better" for t in member_tests),
-                           "members": len(pre), "test_examples": report["statistics"]["test_examples"]})
+                           "members": len(pre), "test_examples": report["statistics"]["test_examples"],
+                           "both_at_chance": all(at_chance(report[key]["soft"]["test_accuracy_ci95"],
+                                                           report["statistics"]["chance"]["rate"])
+                                                 for key in ("committee", "scratch_committee"))})
         effect = over_blocks([b["difference"] for b in blocks])
-        tasks[task] = {"blocks": blocks, "effect": effect, "verdict": direction_verdict(effect),
+        verdict, note = guarded(direction_verdict(effect), blocks)
+        tasks[task] = {"blocks": blocks, "effect": effect, "verdict": verdict, "note": note,
                        "member_gap": over_blocks([b["member_gap_mean"] for b in blocks])}
     return {"claim": 1, "statement": "pre-trained BERT-1s beat non-pre-trained (scratch) ones, per task",
             "measure": "soft committee of the pre-trained members minus the soft committee of their scratch twins "
@@ -171,8 +203,11 @@ def _deep_comparisons(step: Step, report: dict, run_dir: Path) -> dict:
     member_parameters = report["members"][0]["parameters"]
     deep_parameters = report["deep"]["parameters"]
     m = matched_parameters_size(member_parameters, deep_parameters, k)
+    chance = report["statistics"]["chance"]["rate"]
+    deep_idle = at_chance(report["deep"]["test_accuracy_ci95"], chance)
     out = {"matched_tokens": {"members": k, **paired_block(
-        ev.find_comparison(report["statistics"], "committee/soft", "deep"), "committee", "BERT-6")}}
+        ev.find_comparison(report["statistics"], "committee/soft", "deep"), "committee", "BERT-6"),
+        "both_at_chance": deep_idle and at_chance(report["committee"]["soft"]["test_accuracy_ci95"], chance)}}
     if m >= 2:
         labels = load_cfg_task(cfg).test_labels
         members = _member_results(run_dir, cfg, Role.PRETRAINED, m)
@@ -183,7 +218,9 @@ def _deep_comparisons(step: Step, report: dict, run_dir: Path) -> dict:
         deep_correct = correct_of(deep.test_logits, labels, deep.test_accuracy, f"{run_dir} deep")
         test = compare_paired(votes, deep_correct, cfg.seed, f"committee of {m} vs deep")
         out["matched_parameters"] = {"members": m, "committee_accuracy": POINTS * float(votes.mean()),
-                                     **paired_block(test, "committee", "BERT-6")}
+                                     **paired_block(test, "committee", "BERT-6"),
+                                     "both_at_chance": deep_idle and at_chance(accuracy_interval(votes)["ci95"],
+                                                                               chance)}
     else:
         out["matched_parameters"] = {"members": m, "difference": None,
                                      "note": f"a BERT-1 holds {member_parameters:,} parameters and BERT-6 "
@@ -215,7 +252,9 @@ def committee_vs_deep_claim(suite: ClaimsConfig, steps: list[Step], suite_dir: P
                 entry[matching] = {"effect": None, "verdict": INCONCLUSIVE, "note": blocks[0][matching]["note"]}
                 continue
             effect = over_blocks(diffs)
-            entry[matching] = {"effect": effect, "verdict": equivalence_verdict(effect, margin),
+            verdict, note = guarded(equivalence_verdict(effect, margin), [{"block": b["block"], **b[matching]}
+                                                                          for b in blocks])
+            entry[matching] = {"effect": effect, "verdict": verdict, "note": note,
                                "members": blocks[0][matching]["members"],
                                "blocks_within_margin": sum(-margin < b[matching]["ci95"][0]
                                                            and b[matching]["ci95"][1] < margin for b in blocks)}
@@ -235,7 +274,7 @@ def latency_part(steps: list[Step], suite_dir: Path) -> dict:
               for s in sorted((s for s in steps if s.kind == "latency"), key=lambda s: s.block)]
     batches = {}
     for batch in blocks[0]["batches"] if blocks else []:
-        ratio = over_blocks([b["batches"][batch]["ratio_p50"] for b in blocks])
+        ratio = ratio_over_blocks([b["batches"][batch]["ratio_p50"] for b in blocks])
         batches[batch] = {"ratio": ratio, "verdict": latency_verdict(ratio)}
     return {"blocks": blocks, "batches": batches, "verdict": combined([b["verdict"] for b in batches.values()])}
 
@@ -266,6 +305,7 @@ def sweep_change(step: Step, suite_dir: Path, order_key: str, claim: int, statem
     low, high = points[0], points[-1]
     done = {(r["point_id"], r["member_index"]): r for r in sweep["rows"] if r["status"] == "done"}
     labels = load_cfg_task(step.config.experiment).test_labels
+    chance = chance_level(labels)["rate"]
     blocks = []
     for index in range(step.config.sweep.seeds):
         rows = done.get((low["point_id"], index)), done.get((high["point_id"], index))
@@ -278,7 +318,8 @@ def sweep_change(step: Step, suite_dir: Path, order_key: str, claim: int, statem
         shared = bool(np.array_equal(twins[0].test_logits, twins[1].test_logits))
         block = {"block": index, "seed": rows[1]["seed"], "gap_low": POINTS * rows[0]["gap"],
                  "gap_high": POINTS * rows[1]["gap"], "change": POINTS * (rows[1]["gap"] - rows[0]["gap"]),
-                 "shared_twin": shared}
+                 "shared_twin": shared,
+                 "both_at_chance": all(at_chance(accuracy_interval(c)["ci95"], chance) for c in correct)}
         if shared:
             test = compare_paired(correct[1], correct[0], sweep["seed"], f"{step.id} seed {index}: high vs low")
             block.update({k: v for k, v in paired_block(test, "high", "low").items() if k != "difference"})
@@ -294,7 +335,8 @@ def sweep_change(step: Step, suite_dir: Path, order_key: str, claim: int, statem
             "measure": f"gap (pre-trained member minus its scratch twin, points) at the highest {order_key} minus "
                        f"the gap at the lowest, within each seed",
             "low": low["point_id"], "high": high["point_id"], "levels": levels, "blocks": blocks, "effect": effect,
-            "correlations": sweep.get("correlations", {}), "verdict": direction_verdict(effect)}
+            "correlations": sweep.get("correlations", {}), **dict(zip(("verdict", "note"),
+                                                                       guarded(direction_verdict(effect), blocks)))}
 
 
 def _points_interval(stat: dict) -> dict:
@@ -328,20 +370,27 @@ def distill_claim(steps: list[Step], suite_dir: Path) -> dict:
     parts: dict[tuple[str, int], list[dict]] = {}
     for step in sorted((s for s in steps if s.kind == "distill"), key=lambda s: s.block):
         report = read_json(suite_dir / step.id / "distill.json")
+        tested = read_json(suite_dir / step.source / "report.json")["statistics"]  # the same task split
+        n, chance = tested["test_examples"], tested["chance"]["rate"]
         accuracy = {(r["method"], r["ipc"], r["seed"]): r["test_accuracy"] for r in report["rows"]}
         for name, a, b in DISTILL_COMPARISONS:
             for ipc in report["settings"]["ipc"]:
                 seeds = sorted(s for (m, i, s) in accuracy if m == a and i == ipc and (b, ipc, s) in accuracy)
                 diffs = [POINTS * (accuracy[(a, ipc, s)] - accuracy[(b, ipc, s)]) for s in seeds]
+                means = [float(np.mean([accuracy[(m, ipc, s)] for s in seeds])) for m in (a, b)]
+                idle = all(at_chance(list(wilson_interval(round(x * n), n)), chance) for x in means)
                 parts.setdefault((name, ipc), []).append({"block": step.block, "step": step.id,
                                                           "students": len(diffs), "by_seed": diffs,
-                                                          **_within_block(diffs)})
+                                                          "a_accuracy": POINTS * means[0],
+                                                          "b_accuracy": POINTS * means[1],
+                                                          **_within_block(diffs), "both_at_chance": idle})
     comparisons = []
     for (name, ipc), blocks in parts.items():
         effect = over_blocks([b["difference"] for b in blocks])
         a, b = next((a, b) for n, a, b in DISTILL_COMPARISONS if n == name)
+        verdict, note = guarded(direction_verdict(effect), blocks)
         comparisons.append({"comparison": name, "a": a, "b": b, "ipc": ipc, "blocks": blocks, "effect": effect,
-                            "verdict": direction_verdict(effect)})
+                            "verdict": verdict, "note": note})
     return {"claim": 5, "statement": "CV-DD: committee soft labels beat the best single member's, and prior weights "
                                      "beat equal weights",
             "measure": "mean test accuracy of students trained on the distilled set (a) minus (b), points; students "

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from orchestrator.claims.measure import HOLDS, INCONCLUSIVE
 from orchestrator.claims.plan import SUITE, Step
-from orchestrator.config.claims import BLOCK_SEED_STRIDE, ClaimsConfig, REPO
+from orchestrator.config.claims import BLOCK_SEED_STRIDE, REPO, ClaimsConfig
 from orchestrator.run.evidence import p_text
 from orchestrator.sweep.report import T_975
 
@@ -128,19 +128,20 @@ def effect_rows(out: dict) -> list[dict]:
     c1, c2, c3, c4, c5 = out["claims"]
     for task, t in c1["tasks"].items():
         rows.append({"claim": 1, "label": f"1 pre-trained - scratch, {task}", "effect": t["effect"],
-                     "verdict": t["verdict"], "kind": "direction"})
+                     "verdict": t["verdict"], "kind": "direction", "note": t.get("note")})
     for c in (c2, c3):
         rows.append({"claim": c["claim"], "label": f"{c['claim']} gap change, {c['step']} (high - low)",
-                     "effect": c["effect"], "verdict": c["verdict"], "kind": "direction"})
+                     "effect": c["effect"], "verdict": c["verdict"], "kind": "direction", "note": c.get("note")})
     for task, t in c4["tasks"].items():
         for matching in ("matched_tokens", "matched_parameters"):
             if t[matching]["effect"] is not None:
                 rows.append({"claim": 4, "label": f"4 committee of {t[matching]['members']} - BERT-6, {task}, "
                                                   f"{matching.replace('_', ' ')}",
-                             "effect": t[matching]["effect"], "verdict": t[matching]["verdict"], "kind": "equivalence"})
+                             "effect": t[matching]["effect"], "verdict": t[matching]["verdict"], "kind": "equivalence",
+                             "note": t[matching].get("note")})
     for comp in c5["comparisons"]:
         rows.append({"claim": 5, "label": f"5 {comp['comparison']}, IPC {comp['ipc']}", "effect": comp["effect"],
-                     "verdict": comp["verdict"], "kind": "direction"})
+                     "verdict": comp["verdict"], "kind": "direction", "note": comp.get("note")})
     return rows
 
 
@@ -155,6 +156,18 @@ def interval_text(effect: dict | None, digits: int = 1) -> str:
     ci = effect.get("ci95")
     tail = "" if ci is None else f" [{_signed(ci[0], digits)}, {_signed(ci[1], digits)}]"
     return _signed(effect["mean"], digits) + tail
+
+
+def accuracy_text(stat: dict | None) -> str:
+    """'78.1 [74.2, 82.0]': an accuracy (points) and its interval, unsigned."""
+    if not stat or stat.get("mean") is None:
+        return "–"
+    ci = stat.get("ci95")
+    return f"{stat['mean']:.1f}" + ("" if ci is None else f" [{ci[0]:.1f}, {ci[1]:.1f}]")
+
+
+def _note(part: dict) -> str:
+    return f" ({part['note']})" if part.get("note") else ""
 
 
 def _ratio_text(effect: dict) -> str:
@@ -189,24 +202,36 @@ def markdown(out: dict) -> str:
              f"this budget otherwise.", ""]
     if s["budget_note"]:
         lines += ["## What this budget can and cannot show", "", s["budget_note"].strip(), ""]
-    lines += ["## Verdicts", "", "| claim | verdict | effect over blocks [95% CI] | what |", "|---|---|---|---|"]
-    for row in effect_rows(out):
-        lines.append(f"| {row['label']} | {row['verdict']} | {interval_text(row['effect'])} | "
-                     f"{'equivalence, margin ' + format(s['margin_points'], 'g') if row['kind'] == 'equivalence' else 'direction'} |")
-    for batch, b in c4["latency"]["batches"].items():
-        lines.append(f"| 4 latency committee / BERT-6, batch {batch} | {b['verdict']} | {_ratio_text(b['ratio'])} "
-                     f"| ratio of medians |")
-    lines += ["", f"![effects per block and over blocks]({EFFECTS_PNG})", ""]
+    lines += ["## Verdicts", "", *verdict_table(out), "", f"![effects per block and over blocks]({EFFECTS_PNG})", ""]
     lines += _claim1(c1) + _sweep_claim(c2) + _sweep_claim(c3) + _claim4(c4, s) + _claim5(c5)
     lines += _setup_lines(s) + _hardware_lines(out) + _commands_lines(out) + _method_lines(out)
     return "\n".join(lines)
 
 
+def verdict_table(out: dict) -> list[str]:
+    """Every effect with its interval over blocks and its verdict, one row each (docs/claims.md holds this table
+    for the committed laptop suite: `python -m orchestrator.claims.report CLAIMS_JSON`)."""
+    margin = out["setup"]["margin_points"]
+    lines = ["| claim | verdict | effect over blocks [95% CI] | what |", "|---|---|---|---|"]
+    rows = effect_rows(out)
+    for row in rows:
+        what = f"equivalence, margin {margin:g}" if row["kind"] == "equivalence" else "direction"
+        flag = " (at chance)" if row.get("note") else ""
+        lines.append(f"| {row['label']} | {row['verdict']}{flag} | {interval_text(row['effect'])} | {what} |")
+    for batch, b in out["claims"][3]["latency"]["batches"].items():
+        lines.append(f"| 4 latency committee / BERT-6, batch {batch} | {b['verdict']} | {_ratio_text(b['ratio'])} "
+                     f"| ratio of medians (geometric mean) |")
+    if any(row.get("note") for row in rows):
+        lines += ["", "(at chance): in some block both compared models are not above chance, so the part is "
+                      "inconclusive whatever its interval."]
+    return lines
+
+
 def _claim1(c: dict) -> list[str]:
     lines = [f"## Claim 1: {c['statement']} — {c['verdict']}", "", c["measure"] + ".", ""]
     for task, t in c["tasks"].items():
-        lines += [f"**{task}**: {interval_text(t['effect'])} points ({t['verdict']}); mean member minus its twin "
-                  f"{interval_text(t['member_gap'])}.", "",
+        lines += [f"**{task}**: {interval_text(t['effect'])} points, {t['verdict']}{_note(t)}; mean member minus "
+                  f"its twin {interval_text(t['member_gap'])}.", "",
                   "| block | pre-trained committee | scratch committee | paired test (diff [95% CI], McNemar p, verdict) "
                   "| members beating / losing to their twin |", "|---|---|---|---|---|"]
         for b in t["blocks"]:
@@ -227,10 +252,10 @@ def _sweep_claim(c: dict) -> list[str]:
                                       f"({m['vote_gain']:+.1f}), {m['ambiguity']:.3f}")
         lines.append(f"| {name} | {lv['corpus_tokens']:,} | {lv['pretrain_tokens'] or 0:,} | "
                      f"{100 * lv['type_overlap']:.1f}% / {100 * lv['occurrence_overlap']:.1f}% | "
-                     f"{interval_text(lv['pretrained'])} | {interval_text(lv['scratch'])} | "
+                     f"{accuracy_text(lv['pretrained'])} | {accuracy_text(lv['scratch'])} | "
                      f"{interval_text(lv['gap'])} | {mech} |")
     lines += ["", f"Change of the gap from the lowest to the highest level, per seed: "
-                  f"{interval_text(c['effect'])} points over {c['effect']['n']} blocks.", "",
+                  f"{interval_text(c['effect'])} points over {c['effect']['n']} blocks{_note(c)}.", "",
               "| block (seed) | gap, low | gap, high | change | paired test of the members, high vs low (same twin) |",
               "|---|---|---|---|---|"]
     for b in c["blocks"]:
@@ -260,8 +285,8 @@ def _claim4(c: dict, s: dict) -> list[str]:
                 lines += [f"- {matching.replace('_', ' ')}: not measured ({part['note']})."]
                 continue
             lines += [f"- {matching.replace('_', ' ')} (committee of {part['members']}): {interval_text(part['effect'])} "
-                      f"points, {part['verdict']} (margin +-{margin:g}); blocks whose own bootstrap interval lies "
-                      f"within the margin: {part['blocks_within_margin']} of {len(t['blocks'])}."]
+                      f"points, {part['verdict']} (margin +-{margin:g}){_note(part)}; blocks whose own bootstrap "
+                      f"interval lies within the margin: {part['blocks_within_margin']} of {len(t['blocks'])}."]
         lines += ["", "| block | committee | BERT-6 | matched tokens (paired test) | matched parameters (paired test) |",
                   "|---|---|---|---|---|"]
         for b in t["blocks"]:
@@ -294,7 +319,7 @@ def _claim5(c: dict) -> list[str]:
     for comp in c["comparisons"]:
         cells = "; ".join(f"{b['block']}: {_block_cell({**b, 'mcnemar_p': None})}" for b in comp["blocks"])
         lines.append(f"| {comp['comparison']} ({comp['a']} - {comp['b']}) | {comp['ipc']} | "
-                     f"{interval_text(comp['effect'])} | {comp['verdict']} | {cells} |")
+                     f"{interval_text(comp['effect'])} | {comp['verdict']}{_note(comp)} | {cells} |")
     return lines + [""]
 
 
@@ -377,8 +402,9 @@ def plot_effects(out: dict, path: Path) -> None:
     ax.axvline(0, color="k", linewidth=0.8)
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([r["label"] for r in reversed(rows)], fontsize=8)
-    ax.set_xlabel("effect, accuracy points (dots: blocks; bar: 95% t interval over blocks; green holds, red does "
-                  "not, grey inconclusive; blue band: +-margin)", fontsize=8)
+    ax.set_xlabel("effect, accuracy points\n(dots: blocks; diamond and bar: mean and 95% t interval over blocks; "
+                  "green holds, red does not hold,\ngrey inconclusive; blue band: claim 4's equivalence margin)",
+                  fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -407,3 +433,9 @@ def plot_latency(out: dict, path: Path) -> None:
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
+
+
+if __name__ == "__main__":
+    import sys
+
+    print("\n".join(verdict_table(json.loads(Path(sys.argv[1]).read_text()))))
