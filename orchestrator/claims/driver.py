@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from orchestrator.claims.plan import Step, describe, plan_steps
 from orchestrator.config.claims import ClaimsConfig, load_claims_config
 from orchestrator.config.loader import PlainDumper
 from orchestrator.run.claim import check_target, claim, is_run_dir
+from orchestrator.run.rundir import Stopped, was_terminated
 from workers.errors import CommitteeError
 
 SUITE_FILE = "suite.yaml"
@@ -106,7 +108,12 @@ def run_steps(suite: ClaimsConfig, steps: list[Step], suite_dir: Path, address: 
             continue
         echo(f"[{number}/{len(steps)}] {step.id}: {step.command()}")
         load_before, t0 = os.getloadavg(), time.perf_counter()
-        run_step(step, suite, suite_dir, address, prefixed(echo, step.id))
+        try:
+            run_step(step, suite, suite_dir, address, prefixed(echo, step.id))
+        except CommitteeError as exc:
+            raise CommitteeError(f"step {step.id} failed: {exc}\n(the finished steps are kept; after fixing what "
+                                 f"this names, continue with: committee claims --resume "
+                                 f"{shlex.quote(str(suite_dir))})") from None
         _record(suite_dir, {"id": step.id, "kind": step.kind, "block": step.block, "claims": list(step.claims),
                             "command": step.command(), "wall_s": round(time.perf_counter() - t0, 1),
                             "load_average_before": [round(x, 2) for x in load_before],
@@ -160,7 +167,10 @@ def claims_command(suite, overrides, run_dir, resume, overwrite, plan_only: bool
         raise
     try:
         echo(f"claims suite {cfg.name}: {len(steps)} steps into {suite_dir}")
-        run_steps(cfg, steps, suite_dir, address, echo)
+        try:
+            run_steps(cfg, steps, suite_dir, address, echo)
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: say how to continue the suite, not the step
+            raise Stopped(was_terminated(exc), f"committee claims --resume {shlex.quote(str(suite_dir))}") from exc
         claims = measure.measure_all(cfg, steps, suite_dir)
         out = report.build(cfg, steps, suite_dir, claims)
         report.write(suite_dir, out)
