@@ -148,6 +148,26 @@ def sweep(
 
 @app.command()
 @user_errors
+def claims(
+    suite: Optional[str] = typer.Argument(None, help="a claims suite: a file, or a built-in name (smoke, laptop, "
+                                          "paper: configs/claims_NAME.yaml)"),
+    overrides: Optional[List[str]] = OVERRIDES,
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="default: runs/<suite name>"),
+    address: Optional[str] = ADDRESS,
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing suite directory"),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="continue the suite in this directory: finished "
+                                          "steps are kept, the others run again"),
+    plan: bool = typer.Option(False, "--plan", help="check the suite and print its steps and commands; run nothing"),
+):
+    """Measure the papers' claims over seed blocks (runs, sweeps, distillations, latency) and write claims.md and
+    claims.json: each claim's effect with its 95% interval over blocks, the blocks' paired tests and a verdict."""
+    from orchestrator.claims.driver import claims_command
+
+    claims_command(suite, overrides, run_dir, resume, overwrite, plan, address, invocation(), typer.echo)
+
+
+@app.command()
+@user_errors
 def validate(config: Path = typer.Argument(..., help="a run, sweep or distill YAML"),
              overrides: Optional[List[str]] = OVERRIDES):
     """Check a config (keys, types, ranges) and its data (a sweep file: every point; a distill file: its request)."""

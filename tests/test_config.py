@@ -10,6 +10,7 @@ import pytest
 import yaml
 from conftest import run_cli
 
+from orchestrator.config.claims import load_claims_config
 from orchestrator.config.commands import to_yaml
 from orchestrator.config.distill import load_distill_config
 from orchestrator.config.experiment import MAX_BASE_SEED, ExperimentConfig, load_config, validate_dict
@@ -26,7 +27,10 @@ CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 def test_every_shipped_config_loads_and_names_its_command(path):
     distill = "distill" in load_raw(path)  # `committee distill` configs: an experiment plus a distill: section
     sweep = "sweep" in load_raw(path)  # `committee sweep` configs: an experiment plus a sweep: section
-    if sweep:
+    claims = "claims" in load_raw(path)  # `committee claims` suites: an experiment plus a claims: section
+    if claims:
+        cfg = load_claims_config(path).experiment
+    elif sweep:
         cfg = load_sweep_config(path).experiment
     else:
         cfg = load_distill_config(path) if distill else load_config(path)
@@ -37,6 +41,10 @@ def test_every_shipped_config_loads_and_names_its_command(path):
         assert first.startswith("# committee distill ")
         with pytest.raises(ConfigError, match="unknown config key 'distill'.*committee distill"):
             load_config(path)  # `committee run` refuses the distill: section
+    if claims:
+        assert first.startswith("# committee claims ")
+        with pytest.raises(ConfigError, match="unknown config key 'claims'.*committee claims"):
+            load_config(path)  # `committee run` refuses the claims: section
     if sweep:
         assert first.startswith("# committee sweep ")
         with pytest.raises(ConfigError, match="unknown config key 'sweep'.*committee sweep"):

@@ -47,6 +47,8 @@ def unknown_key_message(dotted: str, root: type[BaseModel], section: str = "") -
         msg += "; a distill: section is read by `committee distill CONFIG`, not by this command"
     if not section and parts[0] == "sweep" and "sweep" not in root.model_fields:
         msg += "; a sweep: section is read by `committee sweep CONFIG`, not by this command"
+    if not section and parts[0] == "claims" and "claims" not in root.model_fields:
+        msg += "; a claims: section is read by `committee claims SUITE`, not by this command"
     return msg
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from orchestrator.config.claims import ClaimsSection, LatencySection
 from orchestrator.config.distill import DistillConfig
 from orchestrator.config.experiment import ExperimentConfig
 from orchestrator.config.sweep import SweepSection
@@ -34,7 +35,21 @@ def reference_table() -> str:
              for key, default, text in describe_fields(DistillConfig, "distill.")]
     rows += [f"| `{key}` | `{default}` | (`committee sweep`) {text} |"
              for key, default, text in describe_fields(SweepSection, "sweep.")]
+    rows += [f"| `{key}` | `{default}` | (`committee claims`) {text} |" for key, default, text in claims_fields()]
     return "\n".join(rows)
+
+
+def claims_fields() -> list[tuple[str, str, str]]:
+    """The claims: section's keys; its sweeps and distillation are whole sections of their own kind (sweep.*,
+    distill.* above), listed as one row each."""
+    rows = []
+    for name, field in ClaimsSection.model_fields.items():
+        if field.annotation is LatencySection:
+            rows += describe_fields(LatencySection, f"claims.{name}.")
+        else:
+            rows.append((f"claims.{name}", "required" if field.is_required() else repr(field.default),
+                         field.description or ""))
+    return rows
 
 
 if __name__ == "__main__":

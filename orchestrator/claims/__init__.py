@@ -1,0 +1,1 @@
+"""`committee claims SUITE`: the papers' claims measured over seed blocks, each with a verdict."""
