@@ -55,6 +55,9 @@ class CommitteeServer:
         from orchestrator.serve.runs import load_served, run_facts
         from workers.committee.serving import ServedModel
 
+        # a replica is a process of its own (the CLI's main() never ran here): batches of a few texts tokenize
+        # faster in this thread than handed to the tokenizers' thread pool on a busy CPU
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self.args = AppArgs.model_validate(args)
         threads = self.args.threads_per_replica or torch.get_num_threads()  # Ray sets the replica's CPUs
         torch.set_num_threads(threads)
