@@ -230,6 +230,14 @@ def _run_facts(committee, deep) -> dict:
             "member_val_accuracy": committee.val_accuracy.tolist(), "deep_val_accuracy": float(deep.val_accuracy[0])}
 
 
+def without_latencies(result: dict) -> dict:
+    """The results without every request's latency (kept in memory for the intervals; the JSON holds the
+    percentiles and the one-second throughput windows)."""
+    levels = [{**level, "models": {name: {k: v for k, v in s.items() if k != "latencies_ms"}
+                                   for name, s in level["models"].items()}} for level in result["levels"]]
+    return {**result, "levels": levels}
+
+
 def bench_served(run_dir: Path, values: dict, settings, max_loss_points: float, json_path: Path | None, quick: bool,
                  echo) -> dict:
     """The benchmark (see the module docstring); prints the table, writes the JSON when asked, returns it."""
@@ -238,9 +246,12 @@ def bench_served(run_dir: Path, values: dict, settings, max_loss_points: float, 
     from orchestrator.serve.runs import load_served
     from orchestrator.serve.settings import app_args
     from workers.committee.committee import read_run
-    from workers.model.precision import cpu_model
+    from workers.model.precision import cpu_model, native_bf16, probe
+
+    import torch
 
     t0 = time.perf_counter()
+    load_start = os.getloadavg()[0]  # other processes on the machine: the figures are read with it
     sizes = QUICK if quick else FULL
     run = read_run(run_dir)
     if not run.config.deep.enabled:
@@ -272,7 +283,9 @@ def bench_served(run_dir: Path, values: dict, settings, max_loss_points: float, 
                  for level in levels if level["kind"] == "closed" for m in ("committee", "cascade"))
     result = {
         "command": "committee serve RUN_DIR --bench" + (" --quick" if quick else ""),
-        "machine": {"cpu": cpu_model(), "cpu_cores": os.cpu_count(), "device": "cpu"},
+        "machine": {"cpu": cpu_model(), "cpu_cores": os.cpu_count(), "device": "cpu",
+                    "hardware": native_bf16(probe("cpu"))[1], "torch": torch.__version__,
+                    "load_average_1min": {"start": load_start, "end": os.getloadavg()[0]}},
         "run": {"dir": run_dir.name, "name": run.config.name, "task": run.config.task.name,
                 "pretrain_steps": run.config.pretrain.max_steps, **_run_facts(committee, deep)},
         "models": list(MODELS),
@@ -294,6 +307,6 @@ def bench_served(run_dir: Path, values: dict, settings, max_loss_points: float, 
     if json_path is not None:
         from bench.report import write_json
 
-        write_json(result, json_path)
+        write_json(without_latencies(result), json_path)
         echo(f"wrote {json_path}")
     return result

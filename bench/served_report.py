@@ -96,7 +96,8 @@ def format_table(r: dict) -> str:
     lines = [f"committee serve --bench: {r['run']['dir']} ({r['run']['members']} members of {r['run']['member_layers']} "
              f"layer(s), hidden {r['run']['hidden']}; deep model {r['run']['deep_layers']} layers), served by Ray Serve "
              f"on {m['cpu']} ({m['cpu_cores']} cores), {r['settings']['torch_threads']} torch thread(s) per replica, "
-             f"one replica each; load from this process on the loopback interface",
+             f"{r['settings'].get('num_replicas', 1)} replica(s) each; load from this process on the loopback interface; machine load average "
+             f"{m['load_average_1min']['start']:.1f} at the start, {m['load_average_1min']['end']:.1f} at the end",
              f"test accuracy (%): committee {r['accuracy']['committee']:.1f}, deep {r['accuracy']['deep']:.1f}, "
              f"cascade {r['accuracy']['cascade']:.1f} (threshold {r['cascade']['threshold']:.4f}; "
              f"{100 * r['accuracy']['cascade_early_exit_share']:.0f}% of test texts stop early)",

@@ -58,7 +58,7 @@ def smoke_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def test_split(smoke_run):
+def smoke_task(smoke_run):
     from orchestrator.run.prepare import load_cfg_task
     from workers.committee.committee import read_run
 
@@ -87,8 +87,8 @@ def served(smoke_run):
     assert not ray.is_initialized(), "the session shut Ray down"
 
 
-def test_predictions_equal_committee_predict(served, test_split, tmp_path):
-    texts = test_split.test_texts[:60]
+def test_predictions_equal_committee_predict(served, smoke_task, tmp_path):
+    texts = smoke_task.test_texts[:60]
     path = tmp_path / "texts.txt"
     path.write_text("\n".join(texts) + "\n", encoding="utf-8")
     proc = run_cli("predict", served["run_dir"], path, timeout=300)
@@ -110,11 +110,11 @@ def test_predictions_equal_committee_predict(served, test_split, tmp_path):
     assert [a["truncated"] for a in answers] == longer and 0 < sum(longer) < len(texts)
 
 
-def test_concurrent_requests_are_batched_and_answered_alike(served, test_split):
+def test_concurrent_requests_are_batched_and_answered_alike(served, smoke_task):
     from bench.http_load import closed_loop
 
     url = served["committee"]
-    texts = test_split.test_texts[:32]
+    texts = smoke_task.test_texts[:32]
     alone = [predict(url, [t])[1]["predictions"][0]["label"] for t in texts]
     before = http("GET", f"{url}/metadata")[2]["counters"]
 
@@ -208,14 +208,14 @@ def test_healthz_and_metadata_describe_the_run(served):
     assert meta["counters"]["requests"] >= 0 and meta["serving"]["max_texts_per_request"] == 64
 
 
-def test_cascade_answers_as_its_math_and_counts_early_exits(served, test_split):
+def test_cascade_answers_as_its_math_and_counts_early_exits(served, smoke_task):
     from workers.committee.cascade import decide, member_order
     from workers.committee.committee import Committee
     from workers.text.corpus import encode
 
     calibration = served["calibration"]
     url = served["cascade"]
-    texts = test_split.test_texts
+    texts = smoke_task.test_texts
     answers = []
     for start in range(0, len(texts), 50):
         status, payload = predict(url, texts[start:start + 50])
@@ -236,10 +236,10 @@ def test_cascade_answers_as_its_math_and_counts_early_exits(served, test_split):
     assert counters["early_exit_share"] == pytest.approx(early / len(texts))
 
 
-def test_deep_model_is_served_the_same_way(served, test_split):
+def test_deep_model_is_served_the_same_way(served, smoke_task):
     from orchestrator.serve.runs import load_served
 
-    texts = test_split.test_texts[:20]
+    texts = smoke_task.test_texts[:20]
     status, payload = predict(served["tight"], texts)
     assert status == 200 and payload["model"] == "deep"
     expected = load_served(served["run_dir"], "deep").predict(texts)
@@ -247,9 +247,9 @@ def test_deep_model_is_served_the_same_way(served, test_split):
     assert all(a["agreement"] == 1.0 for a in payload["predictions"])  # a committee of one
 
 
-def test_a_full_queue_answers_503_with_retry_after_and_recovers(served, test_split):
+def test_a_full_queue_answers_503_with_retry_after_and_recovers(served, smoke_task):
     url = served["tight"]
-    body = json.dumps({"texts": test_split.test_texts[:64]}).encode()
+    body = json.dumps({"texts": smoke_task.test_texts[:64]}).encode()
 
     async def burst():
         import aiohttp
@@ -338,14 +338,40 @@ def test_cli_serves_until_ctrl_c_and_writes_a_serve_config(served, tmp_path):
     assert build_app(AppArgs.model_validate(application["args"])) is not None
 
 
+@pytest.mark.parametrize("values, message", [
+    ({"rule": "hard", "cascade_threshold": 0.9}, "cannot serve the hard rule"),
+    ({"max_texts_per_request": 128}, "max_texts_per_request (--max-texts) 128 exceeds max_batch_texts (--max-batch) 64"),
+    ({"model": "large"}, "committee serve --model = 'large'"),
+    ({"batch_wait_ms": -1.0}, "committee serve --batch-wait-ms = -1.0"),
+    ({"model": "deep", "cascade_threshold": 0.9}, "the cascade needs a committee"),
+])
+def test_bad_application_options_name_the_option(values, message):
+    from orchestrator.serve.settings import app_args
+    from workers.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        app_args(run_dir="runs/x", **values)
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"autoscale": (3, 1)}, "needs 0 <= MIN <= MAX"),
+    ({"max_queued_requests": 0}, "committee serve --max-queued = 0"),
+    ({"cpus_per_replica": 0.0}, "committee serve --cpus-per-replica = 0.0"),
+])
+def test_bad_deployment_options_name_the_option(values, message):
+    from orchestrator.serve.settings import deployment_settings
+    from workers.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        deployment_settings(**values)
+    assert message in str(caught.value)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--rule", "hard", "--cascade"], "cannot serve the hard rule"),
-    (["--max-texts", "128"], "max_texts_per_request (--max-texts) 128 exceeds max_batch_texts (--max-batch) 64"),
     (["--autoscale", "4"], "--autoscale '4': give MIN:MAX replicas"),
-    (["--autoscale", "3:1"], "needs 0 <= MIN <= MAX"),
-    (["--model", "large"], "--model = 'large'"),
     (["--cascade-threshold", "0.9"], "add --cascade"),
-    (["--batch-wait-ms", "-1"], "--batch-wait-ms = -1.0"),
 ])
 def test_cli_refuses_bad_options_with_exit_2(served, args, message):
     proc = run_cli("serve", served["run_dir"], "--port", str(served["port"] + 1), *args, timeout=120)
