@@ -34,6 +34,7 @@ class LoadResult:
     shed: int = 0  # open loop: arrivals not sent (max_in_flight outstanding)
     window_s: float = 0.0  # the measured window (to the last answer of a request started in it)
     statuses: dict = field(default_factory=dict)  # status -> count (errors under "error")
+    answered_all: int = 0  # every answer, warm-up included (what CPU time over the whole level divides by)
 
     @property
     def ok(self) -> int:
@@ -59,6 +60,7 @@ class _Recorder:
         self.last_done = window_start
 
     def record(self, started: float, status: int | str, done: float) -> None:
+        self.result.answered_all += 1
         if not self.window_start <= started < self.window_end:
             return  # warm-up, or after the window closed
         r = self.result

@@ -111,15 +111,76 @@ def _replica_delta(before: dict, after: dict) -> dict:
             "early_exit_share": float(used[:-1].sum() / max(used.sum(), 1))}
 
 
-def _measure(url: str, bodies: list[bytes], level: dict, sizes: Sizes, seed: int) -> tuple[LoadResult, dict]:
-    before = _counters(url)
+def _descendants(root: int) -> list[int]:
+    """Every process below `root` (Ray's workers run under the raylet this process started), from /proc."""
+    parent = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = [], [root]
+    while frontier:
+        children = [pid for pid, ppid in parent.items() if ppid in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def serve_processes(apps) -> dict[str, int]:
+    """The pid of Serve's HTTP proxy ("proxy") and of each application's replica (its name) in this session,
+    found by their process titles (`ray::ProxyActor...`, `ray::ServeReplica:APP:...`); {} off Linux."""
+    if not Path("/proc").is_dir():
+        return {}
+    pids = {}
+    for pid in _descendants(os.getpid()):
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
+        if title.startswith("ray::ProxyActor"):
+            pids["proxy"] = pid
+        for app in apps:
+            if title.startswith(f"ray::ServeReplica:{app}:"):
+                pids[app] = pid
+    return pids
+
+
+def _cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) of a process so far; this process's own when pid is None."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_snapshot(pids: dict[str, int], app: str) -> dict[str, float]:
+    snapshot = {"client": _cpu_s(None)}
+    for role, pid in (("proxy", pids.get("proxy")), ("replica", pids.get(app))):
+        if pid is not None:
+            try:
+                snapshot[role] = _cpu_s(pid)
+            except OSError:  # the process ended (a replica restarted)
+                pass
+    return snapshot
+
+
+def _measure(url: str, bodies: list[bytes], level: dict, sizes: Sizes, seed: int,
+             pids: dict[str, int], app: str) -> tuple[LoadResult, dict]:
+    before, cpu_before = _counters(url), _cpu_snapshot(pids, app)
     if level["kind"] == "closed":
         coro = closed_loop(f"{url}/predict", bodies, level["concurrency"], sizes.duration_s, sizes.warmup_s)
     else:
         coro = open_loop(f"{url}/predict", bodies, level["rate_rps"], sizes.duration_s, sizes.warmup_s, seed,
                          MAX_IN_FLIGHT)
     result = asyncio.run(coro)
-    return result, _replica_delta(before, _counters(url))
+    cpu_after = _cpu_snapshot(pids, app)
+    delta = _replica_delta(before, _counters(url))
+    delta["cpu_s"] = {role: cpu_after[role] - cpu_before[role] for role in cpu_before if role in cpu_after}
+    delta["answered_all"] = result.answered_all
+    return result, delta
 
 
 def _merge(results: list[LoadResult]) -> LoadResult:
@@ -136,18 +197,29 @@ def _merge(results: list[LoadResult]) -> LoadResult:
 
 
 def _sum_deltas(deltas: list[dict]) -> dict:
+    """The replica's counters over every round of a level, and CPU milliseconds per answered request of the
+    proxy, the replica (its compute inside) and the load generator."""
     batches = sum(d["batches"] for d in deltas)
     texts = sum(d["texts"] for d in deltas)
     compute = sum(d["compute_s"] for d in deltas)
     exits = [d["early_exit_share"] * d["texts"] for d in deltas]
+    answered = sum(d["answered_all"] for d in deltas)
+    roles = set.intersection(*(set(d["cpu_s"]) for d in deltas)) if deltas else set()
+    cpu_ms = {role: 1e3 * sum(d["cpu_s"][role] for d in deltas) / answered if answered else 0.0
+              for role in sorted(roles)}
     return {"batches": batches, "texts": texts, "compute_s": compute,
             "mean_batch_texts": texts / batches if batches else 0.0,
             "compute_ms_per_batch": 1e3 * compute / batches if batches else 0.0,
-            "early_exit_share": sum(exits) / texts if texts else 0.0}
+            "compute_ms_per_request": 1e3 * compute / answered if answered else 0.0,
+            "early_exit_share": sum(exits) / texts if texts else 0.0,
+            "cpu_ms_per_request": cpu_ms}
 
 
 def run_levels(urls: dict, bodies: list[bytes], sizes: Sizes, echo) -> tuple[list[dict], list[float]]:
-    """Every level for every model, `sizes.rounds` times, the models' order alternating; results pooled."""
+    """Every level for every model, `sizes.rounds` times, the models' order alternating; results pooled.
+    Around every level: the replica's counters, and the CPU seconds of Serve's proxy, the model's replica
+    and this process (the load generator)."""
+    pids = serve_processes(list(urls))
     levels = [{"kind": "closed", "concurrency": c, "label": f"closed c={c}"} for c in CONCURRENCY]
     raw = {}  # (level index, model) -> [(LoadResult, replica delta)]
     rates: list[float] = []
@@ -155,7 +227,7 @@ def run_levels(urls: dict, bodies: list[bytes], sizes: Sizes, echo) -> tuple[lis
         for li, level in enumerate(levels):
             order = list(urls) if (rnd + li) % 2 == 0 else list(urls)[::-1]
             for name in order:
-                result, delta = _measure(urls[name], bodies, level, sizes, seed=1000 * rnd + li)
+                result, delta = _measure(urls[name], bodies, level, sizes, 1000 * rnd + li, pids, name)
                 raw.setdefault((li, name), []).append((result, delta))
                 echo(f"  round {rnd + 1}/{sizes.rounds} {level['label']:<14} {name:<10} "
                      f"p50 {1e3 * np.median(result.latencies_s) if result.ok else float('nan'):7.1f} ms, "

@@ -86,6 +86,25 @@ def targets(r: dict) -> dict:
     return out
 
 
+PROFILE_KEYS = ("proxy", "replica", "compute", "client", "total")
+PROFILE_LEVELS = ("closed c=1", "closed c=32")
+
+
+def profile_rows(r: dict) -> list[tuple[str, str, dict]]:
+    """(level, model, CPU ms per request by process) at concurrency 1 and 32: where a request's CPU goes."""
+    rows = []
+    for level in r["levels"]:
+        if level["label"] not in PROFILE_LEVELS:
+            continue
+        for model in r["models"]:
+            replica = level["models"][model]["replica"]
+            cpu = dict(replica.get("cpu_ms_per_request", {}))
+            cpu["compute"] = replica.get("compute_ms_per_request", float("nan"))
+            cpu["total"] = sum(cpu.get(k, 0.0) for k in ("proxy", "replica", "client"))
+            rows.append((level["label"], model, cpu))
+    return rows
+
+
 def _ci(ci) -> str:
     return "" if ci is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
 
@@ -110,9 +129,47 @@ def format_table(r: dict) -> str:
             lines.append(f"{level['label']:<14}{name:<11}{s['p50_ms']:>9.1f}{s['p95_ms']:>9.1f}{s['p99_ms']:>9.1f}"
                          f"{s['throughput_rps']:>9.1f}{s['ok']:>7}{s['rejected']:>6}{s['failed']:>7}"
                          f"{s['replica']['mean_batch_texts']:>12.1f}{s['replica']['compute_ms_per_batch']:>17.1f}")
+    lines += ["", "CPU milliseconds per answered request (proxy: Serve's HTTP proxy; replica: the model's, its compute "
+                  "inside; client: the load generator)"]
+    for label, model, cpu in profile_rows(r):
+        lines.append(f"   {label:<14}{model:<11}" + "  ".join(f"{k} {cpu.get(k, float('nan')):.1f}" for k in PROFILE_KEYS))
     lines += ["", "targets (a 2-core CPU; 95% bootstrap intervals):"]
     for name, t in r["targets"].items():
         value = f"{t['value']:.3f}" if isinstance(t["value"], float) else str(t["value"])
         lines.append(f"   {name:<52}{value:>9} {_ci(t['ci95']):>16}  target {t['target']:<7} {t['verdict']}")
     lines.append(f"wall time {r['wall_s']:.0f} s")
     return "\n".join(lines)
+
+
+def markdown_tables(r: dict, name: str) -> str:
+    """The two tables docs/performance.md shows for a committed result (`name`: its file name), each after a
+    marker that tests/test_serve_bench.py finds: load levels x models, then the targets."""
+    lines = [f"<!-- serve table: {name} -->", "",
+             "| load | model | p50 ms | p95 ms | p99 ms | req/s | 503 + failed | texts per batch | compute ms per batch |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for level in r["levels"]:
+        for model in r["models"]:
+            s = level["models"][model]
+            lines.append(f"| {level['label']} | {model} | {s['p50_ms']:.1f} | {s['p95_ms']:.1f} | {s['p99_ms']:.1f} | "
+                         f"{s['throughput_rps']:.1f} | {s['rejected'] + s['failed']} | "
+                         f"{s['replica']['mean_batch_texts']:.1f} | {s['replica']['compute_ms_per_batch']:.1f} |")
+    lines += ["", f"<!-- serve profile: {name} -->", "",
+              "| load | model | proxy | replica | of which compute | load generator | total |", "|---|---|---|---|---|---|---|"]
+    for label, model, cpu in profile_rows(r):
+        lines.append(f"| {label} | {model} | " + " | ".join(f"{cpu.get(k, float('nan')):.1f}" for k in
+                                                            ("proxy", "replica", "compute", "client", "total")) + " |")
+    lines += ["", f"<!-- serve targets: {name} -->", "", "| measure | target | value | 95% interval | verdict |",
+              "|---|---|---|---|---|"]
+    for measure, t in r["targets"].items():
+        value = f"{t['value']:.2f}" if isinstance(t["value"], float) else str(t["value"])
+        lines.append(f"| {measure} | {t['target']} | {value} | {_ci(t['ci95']) or '-'} | {t['verdict']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m bench.served_report docs/serve_bench_X.json: the tables for the docs
+    import json
+    import sys
+    from pathlib import Path
+
+    for arg in sys.argv[1:]:
+        print(markdown_tables(json.loads(Path(arg).read_text()), Path(arg).name) + "\n")

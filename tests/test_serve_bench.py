@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from bench.http_load import LoadResult, throughput_windows
-from bench.served_report import paired_accuracy_difference, percentile_ratio, tail_ratio, throughput_ratio, verdict
+from bench.served_report import (paired_accuracy_difference, percentile_ratio, profile_rows, tail_ratio, throughput_ratio,
+                                 verdict)
 
 REPO = Path(__file__).resolve().parents[1]
 SERVE_JSON = sorted((REPO / "docs").glob("serve_bench_*.json"))
@@ -83,8 +84,26 @@ def test_performance_doc_holds_the_served_tables_of_the_json(path):
             assert _num(cell) == pytest.approx(s[key], abs=0.051), (label, name, key)
         assert int(row[6]) == s["rejected"] + s["failed"]
         assert _num(row[7]) == pytest.approx(s["replica"]["mean_batch_texts"], abs=0.051)
+        assert _num(row[8]) == pytest.approx(s["replica"]["compute_ms_per_batch"], abs=0.051)
+    profile = _rows(doc, f"<!-- serve profile: {path.name} -->")
+    expected_profile = profile_rows(result)
+    assert len(profile) == len(expected_profile) > 0
+    for row, (label, name, cpu) in zip(profile, expected_profile):
+        assert row[:2] == [label, name]
+        for cell, key in zip(row[2:], ("proxy", "replica", "compute", "client", "total")):
+            assert _num(cell) == pytest.approx(cpu[key], abs=0.051), (label, name, key)
     targets = _rows(doc, f"<!-- serve targets: {path.name} -->")
     assert len(targets) == len(result["targets"])
     for row, (name, t) in zip(targets, result["targets"].items()):
-        assert row[0] == name and row[3] == t["verdict"]
-        assert _num(row[1]) == pytest.approx(t["value"], abs=0.0051)
+        assert (row[0], row[1], row[4]) == (name, t["target"], t["verdict"])
+        assert _num(row[2]) == pytest.approx(t["value"], abs=0.0051)
+        if t["ci95"] is not None:
+            assert [float(x) for x in row[3].strip("[]").split(",")] == pytest.approx(t["ci95"], abs=0.0051)
+
+
+def test_a_served_benchmark_is_committed():
+    assert SERVE_JSON, "docs/ holds no serve_bench_*.json: run committee serve RUN_DIR --bench --json ..."
+    for path in SERVE_JSON:
+        result = json.loads(path.read_text())
+        assert result["machine"]["cpu"] and result["machine"]["hardware"], "every measurement names its hardware"
+        assert "latencies_ms" not in json.dumps(result["levels"][0]), "per-request latencies stay out of the file"
