@@ -50,7 +50,8 @@ class LoadResult:
         pct = (lambda q: float(np.percentile(lat_ms, q))) if len(lat_ms) else (lambda q: float("nan"))
         return {"ok": self.ok, "rejected": self.rejected, "failed": self.failed, "shed": self.shed,
                 "window_s": self.window_s, "throughput_rps": self.throughput,
-                "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99), "mean_ms": float(lat_ms.mean()) if len(lat_ms) else float("nan"),
+                "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99),
+                "mean_ms": float(lat_ms.mean()) if len(lat_ms) else float("nan"),
                 "statuses": dict(self.statuses)}
 
 

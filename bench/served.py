@@ -244,7 +244,8 @@ def run_levels(urls: dict, bodies: list[bytes], sizes: Sizes, echo) -> tuple[lis
             merged = _merge(results)
             windows = np.concatenate([throughput_windows(r) for r in results])
             models[name] = {**merged.summary(), "throughput_rps": float(np.mean([r.throughput for r in results])),
-                            "throughput_windows": windows.tolist(), "latencies_ms": [1e3 * x for x in merged.latencies_s],
+                            "throughput_windows": windows.tolist(),
+                            "latencies_ms": [1e3 * x for x in merged.latencies_s],
                             "replica": _sum_deltas([d for _, d in raw[(li, name)]])}
         pooled.append({**level, "models": models})
     return pooled, rates

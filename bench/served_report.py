@@ -86,12 +86,14 @@ def targets(r: dict) -> dict:
     return out
 
 
-PROFILE_KEYS = ("proxy", "replica", "compute", "client", "total")
+PROFILE_KEYS = ("proxy", "replica", "client", "total", "answer_wall")
 PROFILE_LEVELS = ("closed c=1", "closed c=32")
 
 
 def profile_rows(r: dict) -> list[tuple[str, str, dict]]:
-    """(level, model, CPU ms per request by process) at concurrency 1 and 32: where a request's CPU goes."""
+    """(level, model, CPU ms per request by process) at concurrency 1 and 32: where a request's CPU goes; beside
+    it `answer_wall`, the wall milliseconds per request inside the model's answer (tokenize, forward, vote: CPU
+    when the replica has a core, waiting when other processes hold it)."""
     rows = []
     for level in r["levels"]:
         if level["label"] not in PROFILE_LEVELS:
@@ -99,8 +101,8 @@ def profile_rows(r: dict) -> list[tuple[str, str, dict]]:
         for model in r["models"]:
             replica = level["models"][model]["replica"]
             cpu = dict(replica.get("cpu_ms_per_request", {}))
-            cpu["compute"] = replica.get("compute_ms_per_request", float("nan"))
             cpu["total"] = sum(cpu.get(k, 0.0) for k in ("proxy", "replica", "client"))
+            cpu["answer_wall"] = replica.get("compute_ms_per_request", float("nan"))
             rows.append((level["label"], model, cpu))
     return rows
 
@@ -112,10 +114,12 @@ def _ci(ci) -> str:
 def format_table(r: dict) -> str:
     """The printed table: per model and load level, latency percentiles and throughput; then the targets."""
     m = r["machine"]
-    lines = [f"committee serve --bench: {r['run']['dir']} ({r['run']['members']} members of {r['run']['member_layers']} "
-             f"layer(s), hidden {r['run']['hidden']}; deep model {r['run']['deep_layers']} layers), served by Ray Serve "
+    run = r["run"]
+    lines = [f"committee serve --bench: {run['dir']} ({run['members']} members of {run['member_layers']} "
+             f"layer(s), hidden {run['hidden']}; deep model {run['deep_layers']} layers), served by Ray Serve "
              f"on {m['cpu']} ({m['cpu_cores']} cores), {r['settings']['torch_threads']} torch thread(s) per replica, "
-             f"{r['settings'].get('num_replicas', 1)} replica(s) each; load from this process on the loopback interface; machine load average "
+             f"{r['settings'].get('num_replicas', 1)} replica(s) each; load from this process on the loopback "
+             f"interface; machine load average "
              f"{m['load_average_1min']['start']:.1f} at the start, {m['load_average_1min']['end']:.1f} at the end",
              f"test accuracy (%): committee {r['accuracy']['committee']:.1f}, deep {r['accuracy']['deep']:.1f}, "
              f"cascade {r['accuracy']['cascade']:.1f} (threshold {r['cascade']['threshold']:.4f}; "
@@ -129,10 +133,11 @@ def format_table(r: dict) -> str:
             lines.append(f"{level['label']:<14}{name:<11}{s['p50_ms']:>9.1f}{s['p95_ms']:>9.1f}{s['p99_ms']:>9.1f}"
                          f"{s['throughput_rps']:>9.1f}{s['ok']:>7}{s['rejected']:>6}{s['failed']:>7}"
                          f"{s['replica']['mean_batch_texts']:>12.1f}{s['replica']['compute_ms_per_batch']:>17.1f}")
-    lines += ["", "CPU milliseconds per answered request (proxy: Serve's HTTP proxy; replica: the model's, its compute "
-                  "inside; client: the load generator)"]
+    lines += ["", "CPU milliseconds per answered request (proxy: Serve's HTTP proxy; replica: the model's replica; "
+                  "client: the load generator), and the wall milliseconds per request inside the model's answer"]
     for label, model, cpu in profile_rows(r):
-        lines.append(f"   {label:<14}{model:<11}" + "  ".join(f"{k} {cpu.get(k, float('nan')):.1f}" for k in PROFILE_KEYS))
+        cells = "  ".join(f"{k} {cpu.get(k, float('nan')):.1f}" for k in PROFILE_KEYS)
+        lines.append(f"   {label:<14}{model:<11}{cells}")
     lines += ["", "targets (a 2-core CPU; 95% bootstrap intervals):"]
     for name, t in r["targets"].items():
         value = f"{t['value']:.3f}" if isinstance(t["value"], float) else str(t["value"])
@@ -145,7 +150,8 @@ def markdown_tables(r: dict, name: str) -> str:
     """The two tables docs/performance.md shows for a committed result (`name`: its file name), each after a
     marker that tests/test_serve_bench.py finds: load levels x models, then the targets."""
     lines = [f"<!-- serve table: {name} -->", "",
-             "| load | model | p50 ms | p95 ms | p99 ms | req/s | 503 + failed | texts per batch | compute ms per batch |",
+             "| load | model | p50 ms | p95 ms | p99 ms | req/s | 503 + failed | texts per batch "
+             "| compute ms per batch |",
              "|---|---|---|---|---|---|---|---|---|"]
     for level in r["levels"]:
         for model in r["models"]:
@@ -154,10 +160,11 @@ def markdown_tables(r: dict, name: str) -> str:
                          f"{s['throughput_rps']:.1f} | {s['rejected'] + s['failed']} | "
                          f"{s['replica']['mean_batch_texts']:.1f} | {s['replica']['compute_ms_per_batch']:.1f} |")
     lines += ["", f"<!-- serve profile: {name} -->", "",
-              "| load | model | proxy | replica | of which compute | load generator | total |", "|---|---|---|---|---|---|---|"]
+              "| load | model | proxy CPU | replica CPU | load generator CPU | total CPU | model's answer, wall |",
+              "|---|---|---|---|---|---|---|"]
     for label, model, cpu in profile_rows(r):
-        lines.append(f"| {label} | {model} | " + " | ".join(f"{cpu.get(k, float('nan')):.1f}" for k in
-                                                            ("proxy", "replica", "compute", "client", "total")) + " |")
+        lines.append(f"| {label} | {model} | " + " | ".join(f"{cpu.get(k, float('nan')):.1f}" for k in PROFILE_KEYS)
+                     + " |")
     lines += ["", f"<!-- serve targets: {name} -->", "", "| measure | target | value | 95% interval | verdict |",
               "|---|---|---|---|---|"]
     for measure, t in r["targets"].items():

@@ -336,10 +336,10 @@ def serve(
 ):
     """Serve a finished run's committee over HTTP with Ray Serve (POST /predict, GET /healthz, GET /metadata)."""
     from orchestrator.serve.driver import prepared_args, serve_forever
-    from orchestrator.serve.runs import check_finished_run
+    from orchestrator.serve.runs import check_servable
     from orchestrator.serve.settings import deployment_settings, parse_autoscale
 
-    check_finished_run(run_dir)
+    check_servable(run_dir, model)
     settings = deployment_settings(replicas=replicas, autoscale=parse_autoscale(autoscale),
                                    max_ongoing_requests=max_ongoing, max_queued_requests=max_queued,
                                    retry_after_s=retry_after, cpus_per_replica=cpus_per_replica)

@@ -340,7 +340,8 @@ def test_cli_serves_until_ctrl_c_and_writes_a_serve_config(served, tmp_path):
 
 @pytest.mark.parametrize("values, message", [
     ({"rule": "hard", "cascade_threshold": 0.9}, "cannot serve the hard rule"),
-    ({"max_texts_per_request": 128}, "max_texts_per_request (--max-texts) 128 exceeds max_batch_texts (--max-batch) 64"),
+    ({"max_texts_per_request": 128},
+     "max_texts_per_request (--max-texts) 128 exceeds max_batch_texts (--max-batch) 64"),
     ({"model": "large"}, "committee serve --model = 'large'"),
     ({"batch_wait_ms": -1.0}, "committee serve --batch-wait-ms = -1.0"),
     ({"model": "deep", "cascade_threshold": 0.9}, "the cascade needs a committee"),
@@ -379,8 +380,19 @@ def test_cli_refuses_bad_options_with_exit_2(served, args, message):
     assert "Traceback" not in proc.stderr
 
 
-def test_cli_refuses_a_missing_run_and_a_port_in_use(served, tmp_path):
+def test_cli_refuses_a_missing_run_a_missing_deep_model_and_a_port_in_use(served, tmp_path):
+    import shutil
+
+    import yaml
+
     proc = run_cli("serve", tmp_path / "nowhere", timeout=120)
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+    no_deep = tmp_path / "no_deep"
+    shutil.copytree(served["run_dir"], no_deep)
+    config = yaml.safe_load((no_deep / "config.yaml").read_text())
+    config["deep"]["enabled"] = False
+    (no_deep / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = run_cli("serve", no_deep, "--model", "deep", timeout=120)
+    assert proc.returncode == 2 and "has no deep model (its config has deep.enabled: false)" in proc.stderr
     proc = run_cli("serve", served["run_dir"], "--port", str(served["port"]), timeout=120)
     assert proc.returncode == 2 and f"--port {served['port']}: the port is in use" in proc.stderr, proc.stderr

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from bench.http_load import LoadResult, throughput_windows
-from bench.served_report import (paired_accuracy_difference, percentile_ratio, profile_rows, tail_ratio, throughput_ratio,
-                                 verdict)
+from bench.served_report import (PROFILE_KEYS, paired_accuracy_difference, percentile_ratio, profile_rows, tail_ratio,
+                                 throughput_ratio, verdict)
 
 REPO = Path(__file__).resolve().parents[1]
 SERVE_JSON = sorted((REPO / "docs").glob("serve_bench_*.json"))
@@ -61,7 +61,8 @@ def test_throughput_windows_count_answers_per_second():
 def _rows(doc: str, marker: str) -> list[list[str]]:
     """The rows of the markdown table that follows `marker` in `doc` (cells stripped, header and rule dropped)."""
     block = doc.split(marker, 1)[1].split("\n\n", 2)[1]
-    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in block.splitlines() if line.startswith("|")]
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in block.splitlines() if line.startswith("|")]
     return rows[2:]
 
 
@@ -76,7 +77,8 @@ def test_performance_doc_holds_the_served_tables_of_the_json(path):
     marker = f"<!-- serve table: {path.name} -->"
     assert marker in doc, f"docs/performance.md has no table for {path.name}"
     rows = _rows(doc, marker)
-    expected = [(level["label"], name, level["models"][name]) for level in result["levels"] for name in result["models"]]
+    expected = [(level["label"], name, level["models"][name])
+                for level in result["levels"] for name in result["models"]]
     assert len(rows) == len(expected)
     for row, (label, name, s) in zip(rows, expected):
         assert row[0] == label and row[1] == name
@@ -90,7 +92,7 @@ def test_performance_doc_holds_the_served_tables_of_the_json(path):
     assert len(profile) == len(expected_profile) > 0
     for row, (label, name, cpu) in zip(profile, expected_profile):
         assert row[:2] == [label, name]
-        for cell, key in zip(row[2:], ("proxy", "replica", "compute", "client", "total")):
+        for cell, key in zip(row[2:], PROFILE_KEYS):
             assert _num(cell) == pytest.approx(cpu[key], abs=0.051), (label, name, key)
     targets = _rows(doc, f"<!-- serve targets: {path.name} -->")
     assert len(targets) == len(result["targets"])

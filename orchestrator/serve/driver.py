@@ -19,8 +19,6 @@ from orchestrator.serve.settings import (APP_NAME, CONFIG_FILE, AppArgs, Deploym
                                          write_serve_config)
 from workers.errors import ConfigError, ResourceError
 
-log = logging.getLogger(__name__)
-
 SERVE_LOGGING = {"enable_access_log": False, "log_level": "WARNING"}  # no line per request on the console
 READY_TIMEOUT_S = 300.0
 
@@ -171,7 +169,8 @@ def prepared_args(run_dir: Path, args: dict, cascade: bool, max_loss_points: flo
     if cascade and args.get("cascade_threshold") is None:
         echo(f"choosing the cascade's threshold on the validation split of {run_dir} ...")
         calibration = calibrate_cascade(run_dir, max_loss_points)
-        echo(f"cascade threshold {calibration.threshold:.4f}: validation accuracy {100 * calibration.val_accuracy:.1f}% "
+        echo(f"cascade threshold {calibration.threshold:.4f}: validation accuracy "
+             f"{100 * calibration.val_accuracy:.1f}% "
              f"(full committee {100 * calibration.full_val_accuracy:.1f}%), {100 * calibration.early_exit_share:.0f}% "
              f"of validation texts stop early, {calibration.mean_members:.2f} members per text")
         args = {**args, "cascade_threshold": calibration.threshold, "calibration": calibration.as_dict()}

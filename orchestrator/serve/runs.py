@@ -31,18 +31,23 @@ def check_finished_run(run_dir: Path) -> None:
     raise CommitteeError(f"{run_dir} {what}; {RUN_HINT}")
 
 
-def load_served(run_dir: str | Path, model: str):
-    """The run's committee (`model` "committee") or its deep model as a committee of one ("deep")."""
-    from workers.committee.committee import Committee, load_members, read_run
+def check_servable(run_dir: Path, model: str) -> None:
+    """What a replica will load is there (read before Serve starts: a replica that cannot load its model would
+    be restarted again and again): the committee's members, or the deep model's weights."""
+    from workers.committee.committee import read_run
+
+    check_finished_run(run_dir)
+    run = read_run(run_dir)
+    if model == "deep":
+        _deep_member(run, run_dir)
+
+
+def _deep_member(run, run_dir) -> tuple:
+    """(result, classifier dir) of the run's deep model, or a CommitteeError saying why there is none."""
+    from orchestrator.run.rundir import RunLayout
     from workers.storage import checkpoint
-    from workers.text.tokenizer import load_tokenizer
     from workers.train.member import load_result
 
-    if model == "committee":
-        return Committee.from_run(run_dir)
-    from orchestrator.run.rundir import RunLayout
-
-    run = read_run(run_dir)
     if not run.config.deep.enabled:
         raise CommitteeError(f"{run_dir} has no deep model (its config has deep.enabled: false); serve its "
                              f"committee, or run the config with deep.enabled=true")
@@ -51,6 +56,18 @@ def load_served(run_dir: str | Path, model: str):
     classifier = checkpoint.join(member_dir, "classifier")
     if result is None or not checkpoint.exists(checkpoint.join(classifier, checkpoint.MODEL_FILE)):
         raise CommitteeError(f"{run_dir}: the deep model has no result.npz or no classifier weights in {member_dir}")
+    return result, classifier
+
+
+def load_served(run_dir: str | Path, model: str):
+    """The run's committee (`model` "committee") or its deep model as a committee of one ("deep")."""
+    from workers.committee.committee import Committee, load_members, read_run
+    from workers.text.tokenizer import load_tokenizer
+
+    if model == "committee":
+        return Committee.from_run(run_dir)
+    run = read_run(run_dir)
+    result, classifier = _deep_member(run, run_dir)
     tokenizer = load_tokenizer(run.tokenizer_dir)
     return Committee(load_members([classifier]), ["deep"], np.array([result.val_accuracy]), tokenizer.pad_token_id,
                      tokenizer=tokenizer, max_length=run.config.task.max_length, run_dir=run.run_dir)

@@ -15,7 +15,6 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from workers.committee.voting import RULES
 from workers.errors import ConfigError
 
 APP_NAME = "committee"
