@@ -192,6 +192,55 @@ def predict(
     predict_command(run_dir, input_path, rule, out, typer.echo)
 
 
+@app.command()
+@user_errors
+def serve(
+    run_dir: Path = typer.Argument(..., help="a finished run directory (it holds report.json)"),
+    port: int = typer.Option(8000, "--port", help="HTTP port of Serve's proxy"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (0.0.0.0: every interface)"),
+    address: Optional[str] = typer.Option(None, "--address", help="a running Ray cluster (auto, ray://HOST:10001 or "
+                                          "HOST:6379); absent: Ray and Serve start in-process"),
+    model: str = typer.Option("committee", "--model", help="committee, or deep: the run's deep model (deep.enabled)"),
+    rule: str = typer.Option("soft", "--rule", help="soft, logit, hard or weighted (the run's own weights)"),
+    cascade: bool = typer.Option(False, "--cascade", help="ask the members one at a time, best first, and stop "
+                                 "once the running soft vote is confident (threshold chosen on the validation split)"),
+    cascade_threshold: Optional[float] = typer.Option(None, "--cascade-threshold", help="with --cascade: this "
+                                                      "threshold instead of choosing one"),
+    max_loss_points: float = typer.Option(0.3, "--max-loss-points", help="with --cascade: validation accuracy the "
+                                          "cascade may lose against the full committee, in points"),
+    replicas: int = typer.Option(1, "--replicas", help="replicas of the deployment (each holds every member)"),
+    autoscale: Optional[str] = typer.Option(None, "--autoscale", help="MIN:MAX replicas, scaled by Serve on load "
+                                            "(replaces --replicas)"),
+    max_batch: int = typer.Option(64, "--max-batch", help="texts per forward, over concurrent requests"),
+    batch_wait_ms: float = typer.Option(0.0, "--batch-wait-ms", help="how long a batch waits for more requests "
+                                        "(0: it takes what arrived while the previous batch ran)"),
+    max_texts: int = typer.Option(64, "--max-texts", help="texts one request may hold"),
+    max_text_chars: int = typer.Option(20_000, "--max-text-chars", help="characters one text may hold"),
+    max_ongoing: int = typer.Option(64, "--max-ongoing", help="requests a replica holds at once"),
+    max_queued: int = typer.Option(256, "--max-queued", help="requests waiting for a replica; more are "
+                                   "answered 503 with Retry-After"),
+    retry_after: float = typer.Option(1.0, "--retry-after", help="seconds in the Retry-After header of a 503"),
+    cpus_per_replica: float = typer.Option(1.0, "--cpus-per-replica", help="Ray CPUs of one replica"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch threads per replica (default: its CPUs)"),
+    bench: bool = typer.Option(False, "--bench", help="instead of serving: the load benchmark of the committee, "
+                               "the deep model and the cascade, served side by side on the loopback interface "
+                               "(docs/serve.md)"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="with --bench: also write the results here"),
+    quick: bool = typer.Option(False, "--quick", help="with --bench: a short run to check that it works"),
+):
+    """Serve a finished run's committee over HTTP with Ray Serve (POST /predict, GET /healthz, GET /metadata)."""
+    from orchestrator.serve.driver import serve_command
+
+    values = {"model": model, "rule": rule, "cascade_threshold": cascade_threshold, "max_texts_per_request": max_texts,
+              "max_text_chars": max_text_chars, "max_batch_texts": max_batch, "batch_wait_ms": batch_wait_ms,
+              "threads_per_replica": threads}
+    deployment = {"replicas": replicas, "autoscale": autoscale, "max_ongoing_requests": max_ongoing,
+                  "max_queued_requests": max_queued, "retry_after_s": retry_after, "cpus_per_replica": cpus_per_replica}
+    serve_command(run_dir, values, deployment, cascade=cascade, max_loss_points=max_loss_points, host=host, port=port,
+                  address=address, bench=bench, json_path=json_path, quick=quick, command=invocation(),
+                  echo=typer.echo)
+
+
 @app.command("show-config")
 @user_errors
 def show_config(config: Path = typer.Argument(..., help="a run, sweep or distill YAML"),

@@ -16,6 +16,7 @@ Nothing here imports Ray: the driver calls it, and Ray tasks build one with `Com
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -85,9 +86,10 @@ class Committee:
         """Index of the member with the highest validation accuracy (the lowest index on a tie)."""
         return int(np.argmax(self.val_accuracy))
 
-    @property
+    @functools.cached_property
     def packs(self) -> bool:
-        """True when every member has the same config, so one packed forward runs them all."""
+        """True when every member has the same config, so one packed forward runs them all (asked once: comparing
+        configs deep-copies them, which cost a served request more than its forward)."""
         first = self.members[0].config.to_dict()
         return all(m.config.to_dict() == first for m in self.members[1:])
 
