@@ -29,9 +29,6 @@ class StudentConfig(_Strict):
     )
     num_layers: int | None = Field(None, ge=1, le=48, description="student layers; null = model.num_layers (the "
                                    "committee's shape)")
-    base_from: str | None = Field(None, description="a run or distillation directory whose finished students' base "
-                                  "(members/student-base: the same seed, shape and pre-training) is reused instead of "
-                                  "pre-training it again; null = the --from-run directory's, else trained here")
     seeds: int = Field(5, ge=3, le=100, description="students per distilled set (seeds distill.seed + 0..n-1): "
                        "the report gives mean and std over them, and pairs methods over these seeds")
     steps: int = Field(300, ge=1, description="optimizer steps of every student, whatever the size of its set; "

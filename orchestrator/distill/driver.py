@@ -119,17 +119,8 @@ def _finished_base(spec: MemberSpec, member_dir) -> bool:
 
 
 def _reused_base(cfg, base: MemberSpec, source: FinishedRun | None):
-    """The directory of a finished students' base to reuse: `distill.student.base_from`'s (refused when it holds
-    none that matches), else the --from-run directory's; None: the base is pre-trained here."""
-    base_from = cfg.distill.student.base_from
-    if base_from is not None:
-        candidate = Path(base_from) / "members" / STUDENT_BASE
-        if not _finished_base(base, candidate):
-            raise CommitteeError(f"distill.student.base_from {base_from} holds no finished students' base of this "
-                                 f"committee ({candidate} with result.npz, seed {base.seed}, {base.model.num_layers} "
-                                 f"layer(s), {base.pretrain_steps} pre-training steps); point it at a run or "
-                                 f"distillation of the same committee, or leave it null")
-        return candidate
+    """The --from-run directory's finished students' base when it matches (seed, shape, pre-training); None:
+    the base is pre-trained here."""
     if source is not None:
         candidate = rundir.RunLayout.of(source.config, source.run_dir).member_dir(STUDENT_BASE)
         if _finished_base(base, candidate):

@@ -250,6 +250,30 @@ def kd_lines(kd: dict) -> list[str]:
         f"{lat['rounds']} interleaved rounds (median), {lat['threads']} thread, on {lat['cpu']}.", ""]
 
 
+def committee_table(r: dict) -> list[str]:
+    """Each member's accuracies, alpha and prior weights."""
+    lines = ["| member | val acc | test acc | alpha | relabel weight | recover weight |", "|---|---|---|---|---|---|"]
+    for m in r["committee"]["members"]:
+        best = " (best)" if m["best"] else ""
+        lines.append(f"| {m['name']}{best} | {100 * m['val_accuracy']:.1f} | {100 * m['test_accuracy']:.1f} | "
+                     f"{100 * m['alpha']:.1f} | {m['relabel_weight']:.3f} | {m['recover_weight']:.3f} |")
+    return lines
+
+
+def document_tables(r: dict) -> str:
+    """The tables a document shows for a committed distill.json (docs/distill.md: a test regenerates them from
+    the JSON and compares; `python -m orchestrator.distill.report FILE` prints them)."""
+    lines = ["#### Test accuracy (%) by method and examples per class", "", *accuracy_table(r), ""]
+    if any(s.get("share_of_full") for s in r["summary"]):
+        lines += ["#### Share of the full split's accuracy (same student start and steps)", "", *share_table(r), ""]
+    if r["comparisons"]:
+        lines += ["#### Comparisons, paired over the student seeds", "", *comparison_table(r), ""]
+    if r.get("kd_full"):
+        lines += ["##" + line if line.startswith("## ") else line for line in kd_lines(r["kd_full"])]
+    lines += ["#### Committee", "", *committee_table(r)]
+    return "\n".join(lines)
+
+
 def markdown(r: dict, run_dir: Path, command: str) -> str:
     st = r["student"]
     members = r["committee"]["members"]
@@ -286,12 +310,7 @@ def markdown(r: dict, run_dir: Path, command: str) -> str:
               f"{source}. Prior weights are softmax(alpha in % / T): T = "
               f"{r['settings']['relabel_temperature']:g} for relabelling, "
               f"T = {r['settings']['recover']['temperature']:g} for mixing a recover pair (there over the pair only).",
-              "",
-              "| member | val acc | test acc | alpha | relabel weight | recover weight |", "|---|---|---|---|---|---|"]
-    for m in members:
-        best = " (best)" if m["best"] else ""
-        lines.append(f"| {m['name']}{best} | {100 * m['val_accuracy']:.1f} | {100 * m['test_accuracy']:.1f} | "
-                     f"{100 * m['alpha']:.1f} | {m['relabel_weight']:.3f} | {m['recover_weight']:.3f} |")
+              "", *committee_table(r)]
     if r["recover"]:
         lines += ["", "## Recover", "",
                   "| method | guides | iterations | augmentation | loss first -> last | guides classify as the class "
@@ -327,3 +346,9 @@ def markdown(r: dict, run_dir: Path, command: str) -> str:
               + (" (the last attempt only: the distillation was resumed)" if t.get("resumed") else ""), "",
               "## Reproduce", "", "```", command or f"committee distill {run_dir}/config.yaml", "```", ""]
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(document_tables(json.loads(Path(sys.argv[1]).read_text())))
