@@ -24,8 +24,9 @@ from workers.train.finetune import FinetuneSettings, finetune_step, soft_target_
 
 REPO = Path(__file__).resolve().parents[1]
 DISTILL_SMOKE = REPO / "configs" / "distill_smoke.yaml"
-METHODS = ["random_hard", "random_single", "random_equal", "random_prior", "selected_prior", "recover",
-           "recover_single", "full"]
+METHODS = ["random_hard", "random_single", "random_soft", "random_equal", "random_prior", "selected_prior", "recover",
+           "recover_single", "attention", "full", "kd_full"]
+WHOLE_SPLIT = ("full", "kd_full")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -140,7 +141,7 @@ def test_selection_is_nested_across_ipc_and_stays_in_class():
 def distill_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("distill") / "smoke"
     t0 = time.perf_counter()
-    proc = run_cli("distill", DISTILL_SMOKE, "--run-dir", run_dir, timeout=600)
+    proc = run_cli("distill", DISTILL_SMOKE, "--run-dir", run_dir, timeout=1500)  # a shared machine can be slow
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return run_dir, proc, time.perf_counter() - t0
 
@@ -167,16 +168,38 @@ def test_distill_smoke_end_to_end(distill_run):
         assert (run_dir / name).exists(), name
     report = json.loads((run_dir / "distill.json").read_text())
     assert report["task"] == "ag_news" and report["chance"] == 0.25
-    expected = {(m, ipc, seed) for m in METHODS for ipc in ([None] if m == "full" else [1, 4]) for seed in (0, 1, 2)}
+    expected = {(m, ipc, seed) for m in METHODS for ipc in ([None] if m in WHOLE_SPLIT else [1, 4])
+                for seed in (0, 1, 2)}
     assert {(r["method"], r["ipc"], r["seed"]) for r in report["rows"]} == expected
-    assert all(0.0 <= r["test_accuracy"] <= 1.0 and r["steps"] == 30 for r in report["rows"])
+    assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in report["rows"])
+    # every student takes its steps: 30, kd_full distill.kd.steps (30), an attention student its one update
+    assert {r["steps"] for r in report["rows"] if r["method"] != "attention"} == {30}
+    assert {r["steps"] for r in report["rows"] if r["method"] == "attention"} == {1}
+    assert {r["examples"] for r in report["rows"] if r["method"] == "kd_full"} == {400 + 40}  # + unlabelled texts
     assert {(s["method"], s["ipc"]) for s in report["summary"]} == {(m, i) for m, i, _ in expected}
-    members = report["committee"]["members"]
+    # alpha is CV-DD's prior: each member's student (2 random examples per class) scored on the validation split
+    members, prior = report["committee"]["members"], report["prior"]
     assert [m["name"] for m in members] == ["member-00", "member-01", "member-02"]
+    assert prior["source"] == "student" and prior["ipc"] == 2 and len(prior["students"]) == 3
+    for m, student in zip(members, prior["students"]):
+        assert student["method"] == f"prior.{m['name']}" and m["alpha"] == student["test_accuracy"]
+    assert [m["best"] for m in members] == [i == int(np.argmax([m["alpha"] for m in members])) for i in range(3)]
     assert sum(m["relabel_weight"] for m in members) == pytest.approx(1.0)
+    np.testing.assert_allclose([m["relabel_weight"] for m in members],
+                               prior_weights(np.array([m["alpha"] for m in members]), 10.0))
+    # every comparison is paired over the three shared student seeds, with an interval and a p
+    assert len(report["comparisons"]) == 8 * 2 + 1
+    for c in report["comparisons"]:
+        assert c["n"] == 3 and c["seeds"] == [0, 1, 2] and 0.0 <= c["p_unadjusted"] <= c["p"] <= 1.0
+        assert c["verdict"] in ("a better", "b better", "inconclusive") and c["family_size"] == 17
+    kd = report["kd_full"]
+    assert kd["student"]["n"] == 3 and kd["members"] == 3 and 0 < kd["soft_committee_test_accuracy"] <= 1
+    assert set(kd["latency"]["ms_per_example"]) == {"committee", "best member", "student"}
+    assert kd["latency"]["student_over_committee"] > 0 and kd["latency"]["examples"] == 20
     markdown = (run_dir / "distill.md").read_text()
     assert "| method | what | IPC 1 | IPC 4 |" in markdown and "relabel weight" in markdown
-    assert "committee labels - single-member labels" in markdown and "committee distill" in markdown
+    assert "committee labels - best member's labels" in markdown and "committee distill" in markdown
+    assert "## The committee distilled into one student (kd_full)" in markdown and "| alpha |" in markdown
     assert "no member is trained" not in proc.stdout  # this run trained its committee
     for name in ("member-00", "member-01", "member-02", "student-base"):
         assert (run_dir / "members" / name / "result.npz").is_file(), name
@@ -187,22 +210,32 @@ def test_distilled_real_sets_load_with_datasets_and_carry_the_committee_labels(d
 
     run_dir, _, _ = distill_run
     committee, arrays = committee_and_arrays
-    for method in ("random_hard", "random_single", "random_equal", "random_prior", "selected_prior"):
+    for method in ("random_hard", "random_single", "random_soft", "random_equal", "random_prior", "selected_prior"):
         for ipc in (1, 4):
             data = datasets.load_dataset("parquet", data_files=str(run_dir / "distilled" / method / f"ipc-{ipc}" /
                                                                    "data.parquet"), split="train")
             assert len(data) == 4 * ipc and data["label"] == [0, 1, 2, 3] * ipc
             assert all(isinstance(t, str) and t for t in data["text"])
             assert ("soft_label" in data.column_names) == (method != "random_hard")
-    # method 4's soft labels: the prior-weighted sum (T = 10) of the members' logits on those examples
-    data = datasets.load_dataset("parquet", data_files=str(run_dir / "distilled/random_prior/ipc-4/data.parquet"),
-                                 split="train")
+    # random_prior's soft labels: the sum (weights softmax(alpha% / 10)) of the members' logits on those examples
+    def read(method):
+        return datasets.load_dataset("parquet", data_files=str(run_dir / "distilled" / method / "ipc-4" /
+                                                                "data.parquet"), split="train")
+
+    data = read("random_prior")
     rows = np.array(data["train_row"])
     logits = committee.logits(wd.take(arrays.train, rows))  # [K, 16, 4]
-    weights = np.exp(100 * committee.val_accuracy / 10) / np.exp(100 * committee.val_accuracy / 10).sum()
+    alpha = np.array([m["alpha"] for m in json.loads((run_dir / "distill.json").read_text())["committee"]["members"]])
+    weights = np.exp(100 * alpha / 10) / np.exp(100 * alpha / 10).sum()
     by_hand = sum(w * member_logits for w, member_logits in zip(weights, logits))
     np.testing.assert_allclose(np.array(data["soft_label"]), by_hand, atol=1e-4)
     np.testing.assert_array_equal(arrays.train_labels[rows], data["label"])
+    # random_equal: CV-DD's equal voter, the members' logits summed with weights 1/3; random_soft: the log of the
+    # mean probability (the soft committee); the same examples
+    assert read("random_equal")["train_row"] == read("random_soft")["train_row"] == data["train_row"]
+    np.testing.assert_allclose(np.array(read("random_equal")["soft_label"]), logits.mean(axis=0), atol=1e-4)
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    np.testing.assert_allclose(np.array(read("random_soft")["soft_label"]), np.log(probs.mean(axis=0)), atol=1e-4)
 
 
 def test_synthetic_sets_are_tensors_with_a_readable_decoding(distill_run):
@@ -236,8 +269,8 @@ def test_committee_packed_forward_equals_its_members_one_by_one(committee_and_ar
 
 
 def test_recover_lowers_its_loss_and_puts_its_examples_in_class_for_the_guides(committee_and_arrays):
-    """Recover from test examples the two best members get wrong: afterwards both classify every
-    saved (top-k) example as its class, and the loss has come down."""
+    """Recover (a random span crop every iteration, the default) from test examples the two best members get
+    wrong: afterwards both classify every saved (top-k) example, whole, as its class, and the loss has come down."""
     committee, arrays = committee_and_arrays
     pair = tuple(int(m) for m in np.argsort(-committee.val_accuracy)[:2])
     logits = committee.logits(arrays.test)[list(pair)]
@@ -245,7 +278,7 @@ def test_recover_lowers_its_loss_and_puts_its_examples_in_class_for_the_guides(c
     assert len(wrong) == 4
     stats = committee.hidden_stats(arrays.train)
     settings = wr.RecoverSettings(iterations=40, lr=0.25, stats_weight=0.01, temperature=5.0, init_probability=0.9,
-                                  keep_top=8)
+                                  keep_top=8, augment="crop", crop_min_share=0.5, seed=0)
     result = wr.recover(committee.members, stats, committee.val_accuracy, wd.take(arrays.test, wrong),
                         arrays.test_labels[wrong], np.zeros(4, dtype=np.int64), [pair], settings, committee.pad_id)
     assert result.loss_curve[-1] < 0.5 * result.loss_curve[0]
@@ -290,6 +323,7 @@ def without_timing(report: dict) -> dict:
     out = json.loads(json.dumps(report))
     out.pop("timing")
     out["committee"].pop("run_dir")
+    out["kd_full"].pop("latency")
     for row in out["rows"]:
         row.pop("train_s")
     for info in out["recover"].values():
@@ -314,7 +348,7 @@ def test_a_stopped_distillation_resumes_to_the_uninterrupted_report(distill_run,
     shutil.rmtree(run_dir / "stages" / "recover" / "recover_single")  # its task runs again
     students = run_dir / "stages" / "students"
     kept = sorted(students.glob("random_hard-*.json"))
-    assert len(kept) == 6 and len(list(students.glob("*.json"))) == 45
+    assert len(kept) == 6 and len(list(students.glob("*.json"))) == 60 + 3  # and the prior's 3
     for row in students.glob("*.json"):
         if row not in kept:
             row.unlink()
@@ -333,7 +367,8 @@ def test_a_stopped_distillation_resumes_to_the_uninterrupted_report(distill_run,
     assert first.returncode == 143, out[-3000:] + err[-3000:]
     assert f"Continue with: committee distill --resume {run_dir}" in err
     assert "4 member(s) already finished; running 0" in out  # the committee and the students' base
-    assert "distilled sets already made: random_hard, random_single, random_equal, random_prior, selected_prior" in out
+    assert ("distilled sets already made: random_hard, random_single, random_soft, random_equal, random_prior, "
+            "selected_prior") in out
     assert "recovered sets already made" not in out and "recover: 1 task(s) already finished; running 1" in out
     assert "recover recover_single indices 0+" in out and "recover recover indices" not in out
     assert all((run_dir / "distilled" / m / "recover.json").is_file() for m in ("recover", "recover_single"))
@@ -346,15 +381,16 @@ def test_a_stopped_distillation_resumes_to_the_uninterrupted_report(distill_run,
     resumed = run_cli("distill", "--resume", run_dir, "resources.placement_timeout_s=200", timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "recovered sets already made: recover, recover_single" in resumed.stdout
-    assert f"post-eval: {45 - done_before} students (pretrained init, 30 steps each); {done_before} finished " \
-           f"before" in resumed.stdout
+    assert f"students: {60 - done_before} to train (pretrained init, relabel per_view, augmentation crop); " \
+           f"{done_before} finished before" in resumed.stdout
     mine, theirs = (json.loads((d / "distill.json").read_text()) for d in (run_dir, source))
     assert without_timing(mine) == without_timing(theirs)
     assert mine["committee"]["run_dir"] == str(run_dir)
     ours_md = (run_dir / "distill.md").read_text().replace(str(run_dir), str(source)).splitlines()
     theirs_md = (source / "distill.md").read_text().splitlines()
-    assert [line for line in ours_md if "wall time" not in line] == \
-        [line for line in theirs_md if "wall time" not in line]
+    timed = ("wall time", "| soft committee", "| best member", "| kd_full student", "Timed side by side")
+    assert [line for line in ours_md if not any(t in line for t in timed)] == \
+        [line for line in theirs_md if not any(t in line for t in timed)]
 
 
 def test_an_unfinished_run_exits_2_before_any_work(distill_run, tmp_path):
@@ -374,6 +410,9 @@ def test_an_unfinished_run_exits_2_before_any_work(distill_run, tmp_path):
      "was trained on another task split: task.train_per_class (run: 100, config: 50)"),
     (False, ["distill.ipc=[1, 101]"], "distill.ipc [101] is larger than the smallest class"),
     (False, ["committee.members=1"], "need a committee of at least two members, but it has 1"),
+    (False, ["distill.student.init=scratch"], "distill.methods ['attention'] learn sets in the input-embedding space"),
+    (False, ["distill.prior.ipc=101"], "distill.prior.ipc 101 is larger than the smallest class"),
+    (False, ["distill.kd.unlabelled_texts=9000"], "distill.kd.unlabelled_texts is 9000, but the task's training file"),
     (True, ["distill.methods=[recover]"], "overlaps --from-run"),
 ])
 def test_bad_requests_are_refused_before_anything_is_created(distill_run, tmp_path, from_source, overrides, message):

@@ -110,3 +110,31 @@ def test_relative_links_point_to_existing_files_and_headings(doc):
         assert linked.exists(), f"{doc} links to {file_part}, which does not exist"
         if anchor and linked.suffix == ".md":
             assert anchor in heading_anchors(linked.read_text()), f"{doc} links to #{anchor}, no heading of {linked.name}"
+
+
+# ----------------------------------------------------------------------------------------------
+# committed measurements: docs/distill.md's tables are the committed distill.json's
+
+DISTILL_DOC = REPO / "docs" / "distill.md"
+DISTILL_TABLES = re.compile(r"<!-- BEGIN tables generated from (\S+) by `python -m orchestrator\.distill\.report \S+` "
+                            r"-->\n(.*?)\n<!-- END tables -->", re.S)
+
+
+def test_distill_doc_tables_are_the_committed_report_and_its_config_reproduces_it():
+    import json
+
+    from orchestrator.config.distill import load_distill_config
+    from orchestrator.distill.report import document_tables
+
+    blocks = DISTILL_TABLES.findall(DISTILL_DOC.read_text())
+    assert blocks, "docs/distill.md holds no tables generated from a committed distill.json"
+    for source, block in blocks:
+        report = json.loads((REPO / source).read_text())
+        live = document_tables(report)
+        diff = "\n".join(difflib.unified_diff(block.splitlines(), live.splitlines(), "docs/distill.md", source,
+                                              lineterm="", n=0))
+        assert block == live, (f"docs/distill.md's tables differ from {source}; regenerate them with "
+                               f"`python -m orchestrator.distill.report {source}`:\n{diff}")
+        # the shipped config asks for exactly what the committed report measured
+        config = load_distill_config(REPO / "configs" / "distill_agnews.yaml").distill.model_dump(mode="json")
+        assert report["settings"] == config, f"configs/distill_agnews.yaml no longer gives {source}'s settings"

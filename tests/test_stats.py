@@ -14,18 +14,23 @@ from workers.committee.voting import aggregate, softmax
 from workers.stats import (
     accuracy_interval,
     adjust_family,
+    adjust_seed_family,
     brier_decomposition,
     brier_score,
     calibration,
     chance_level,
+    compare_over_seeds,
     compare_paired,
     error_correlation,
     expected_calibration_error,
     holm_adjusted,
     mcnemar_exact,
+    mean_interval,
     negative_log_likelihood,
     paired_bootstrap_interval,
     pairwise_disagreement,
+    student_t_p_value,
+    student_t_quantile_975,
     verdict,
     wilson_interval,
 )
@@ -261,3 +266,54 @@ def test_evidence_without_scratch_twins_or_deep_model():
     assert e["comparisons"] == [] and set(e["diversity"]) == {"pretrained"}
     d = e["diversity"]["pretrained"]
     assert d["pairwise_disagreement"] is None and d["brier"]["ambiguity"] == 0.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Student's t and comparisons paired over seeds (distillation students)
+
+
+def test_student_t_matches_its_closed_forms_and_the_table():
+    from workers.stats.intervals import student_t_two_sided
+
+    # df = 1 is the Cauchy distribution: P(|T| <= 1) = 2 atan(1) / pi = 1/2
+    assert student_t_two_sided(1.0, 1) == pytest.approx(0.5, abs=1e-15)
+    # df = 2: P(|T| <= t) = t / sqrt(2 + t^2); t = 2 gives 2 / sqrt(6)
+    assert student_t_two_sided(2.0, 2) == pytest.approx(2 / math.sqrt(6), abs=1e-15)
+    # df = 3: P(|T| <= t) = (2/pi) (atan(t/sqrt 3) + sqrt(3) t / (3 + t^2)); t = 1
+    assert student_t_two_sided(1.0, 3) == pytest.approx(2 / math.pi * (math.pi / 6 + math.sqrt(3) / 4), abs=1e-15)
+    # the two-sided 95% points of the printed tables (df 1, 2, 4, 10, 30)
+    for df, t in ((1, 12.706), (2, 4.303), (4, 2.776), (10, 2.228), (30, 2.042)):
+        assert student_t_quantile_975(df) == pytest.approx(t, abs=5e-4)
+    # p of t = 2.776 with df 4 is 0.05; large df tends to the normal's 0.0455 for t = 2
+    assert student_t_p_value(2.7764451, 4) == pytest.approx(0.05, abs=1e-6)
+    assert student_t_p_value(2.0, 2000) == pytest.approx(0.04564, abs=1e-4)
+
+
+def test_mean_interval_is_the_t_interval_worked_by_hand():
+    # values 1, 2, 3, 4, 5: mean 3, sd sqrt(2.5), half width 2.776445 * sqrt(2.5) / sqrt(5) = 1.963243
+    summary = mean_interval([1, 2, 3, 4, 5])
+    assert summary["mean"] == 3.0 and summary["std"] == pytest.approx(math.sqrt(2.5))
+    assert summary["ci95"] == pytest.approx([3 - 1.963243, 3 + 1.963243], abs=1e-5)
+    assert mean_interval([0.7])["ci95"] is None and mean_interval([0.7])["n"] == 1
+
+
+def test_comparison_over_seeds_pairs_the_shared_seeds():
+    # seeds 0..4 shared (seed 5 only in a: left out); differences 0.02, 0.03, 0.01, 0.04, 0.00
+    a = {0: 0.52, 1: 0.63, 2: 0.41, 3: 0.74, 4: 0.60, 5: 0.99}
+    b = {0: 0.50, 1: 0.60, 2: 0.40, 3: 0.70, 4: 0.60}
+    c = compare_over_seeds(a, b)
+    # mean 0.02, sd sqrt(0.001 / 4) = 0.0158114; t = 0.02 / (0.0158114 / sqrt 5) = 2.828427
+    assert c["n"] == 5 and c["seeds"] == [0, 1, 2, 3, 4] and c["a_better_seeds"] == 4
+    assert c["difference"] == pytest.approx(0.02) and c["t"] == pytest.approx(2.828427, abs=1e-5)
+    assert c["p"] == pytest.approx(student_t_p_value(2.828427, 4), abs=1e-6)
+    assert 0.04 < c["p"] < 0.05 and c["ci95"][0] > 0 and c["verdict"] == "a better"
+    # swapped: the same p, the opposite verdict
+    assert compare_over_seeds(b, a)["verdict"] == "b better"
+    # Holm in a family of two: the smaller p doubles and the verdict follows the adjusted p
+    weak = compare_over_seeds({0: 0.5, 1: 0.6, 2: 0.4}, {0: 0.52, 1: 0.55, 2: 0.41})
+    family = adjust_seed_family([c, weak])
+    assert family[0]["p"] == pytest.approx(2 * c["p"]) and family[0]["p_unadjusted"] == c["p"]
+    assert family[0]["verdict"] == "inconclusive" and family[1]["verdict"] == "inconclusive"
+    # one shared seed: no interval, no test
+    lone = compare_over_seeds({0: 0.5}, {0: 0.4, 1: 0.3})
+    assert lone["ci95"] is None and lone["p"] == 1.0 and lone["verdict"] == "inconclusive"

@@ -3,19 +3,27 @@
 The committee is trained here exactly as `committee run` trains it (the shared stages of
 `orchestrator.run.driver`: open_run, train_members, write_run_report), or taken from a finished run
 (`--from-run RUN_DIR`: its members, tokenizer and task split; no member is trained). Then, at every
-IPC of `distill.ipc`:
+IPC of `distill.ipc`, after the members' prior alpha (CV-DD's: the validation accuracy of a student taught by
+each member alone; `orchestrator.distill.teaching`):
 1. random_hard      random real examples + hard labels;
-2. random_single    the same examples + soft labels of the best member (by validation accuracy);
-3. random_equal     the same examples + committee soft labels, equal weights (mean probability);
-4. random_prior     the same examples + prior-weighted committee soft labels (CV-DD relabel, T = 10);
-5. selected_prior   committee-selected real examples (herding or confidence) + prior-weighted labels;
-6. recover          CV-DD recover from the examples of 1-4, guided by a pair of members drawn per IPC
-                    index (weights softmax(alpha / 5)), relabelled as in 4; recover_single: one expert
-                    (the best member) guides and labels;
-7. full             the whole training split with hard labels (upper bound); chance is reported too.
-Every soft label comes from the voting actor (`workers.train.actors.VoterActor.soft_labels`), the same actor
-and rules that vote the committee's classification. Recover chunks and students run as Ray tasks
-(the stages: `orchestrator.distill.stages`).
+2. random_single    the same examples + soft labels of the best member (by alpha);
+3. random_soft      the same examples + committee soft labels: the mean probability (the soft committee);
+4. random_equal     the same examples + committee soft labels: logits summed with equal weights (CV-DD's
+                    equal voter);
+5. random_prior     the same examples + prior-weighted committee logits (CV-DD relabel, softmax(alpha / 10));
+6. selected_prior   committee-selected real examples (herding or confidence) + prior-weighted labels;
+7. recover          CV-DD recover from the examples of 1-5 (a random span crop every iteration), guided by a
+                    pair of members drawn per IPC index (weights softmax(alpha / 5)), relabelled as in 5;
+                    recover_single: one expert (the best member) guides and labels;
+8. attention        synthetic input embeddings with learned soft labels and [CLS] attention labels, trained
+                    through the student's update (Maekawa et al. 2023), the committee supplying the labels;
+9. full             the whole training split with hard labels (the reference); chance is reported too;
+10. kd_full         the committee distilled into one student: the training split (and unlabelled texts of
+                    the task) with the committee's soft labels; its accuracy and latency against the committee.
+Fixed labels come from the voting actor (`workers.train.actors.VoterActor.soft_labels`), the same actor and
+rules that vote the committee's classification; per-view labels (`distill.student.relabel: per_view`) from
+the same rules inside each student's task. Recover chunks, attention sets and students run as Ray tasks
+(the stages: `orchestrator.distill.stages`, `orchestrator.distill.teaching`).
 
 A stopped distillation (Ctrl-C, SIGTERM, a crash) is continued with `distill_experiment(...,
 resume=True)` (`committee distill --resume RUN_DIR`): finished members, distilled sets, recover tasks
@@ -29,7 +37,7 @@ import logging
 import time
 from pathlib import Path
 
-from orchestrator.config.distill import COMMITTEE_METHODS, DistillExperimentConfig
+from orchestrator.config.distill import BASE_METHODS, COMMITTEE_METHODS, DistillExperimentConfig
 from orchestrator.distill.stages import Distillation
 from orchestrator.distill.store import MIRRORED, DistillStore, Origin
 from orchestrator.run import driver, rundir
@@ -50,7 +58,10 @@ COMMITTEE_SECTIONS = ("seed", "task", "tokenizer", "model", "pretrain", "finetun
 
 
 def check_request(cfg: DistillExperimentConfig) -> None:
-    """Refuse what cannot be distilled: an IPC above the smallest class, one member for a committee method."""
+    """Refuse what cannot be distilled: an IPC above the smallest class, one member for a committee method, an
+    attention set without the students' pre-trained base, more unlabelled texts than the task has."""
+    from orchestrator.distill.teaching import check_unlabelled
+
     d = cfg.distill
     per_class = cfg.task.train_per_class  # every class of the training split has exactly this many
     too_big = [n for n in d.ipc if n > per_class]
@@ -58,11 +69,20 @@ def check_request(cfg: DistillExperimentConfig) -> None:
         raise CommitteeError(f"distill.ipc {too_big} is larger than the smallest class of the training split "
                              f"({per_class} examples per class, task.train_per_class); lower distill.ipc or raise "
                              f"task.train_per_class")
+    if d.prior.source == "student" and d.prior.ipc > per_class:
+        raise CommitteeError(f"distill.prior.ipc {d.prior.ipc} is larger than the smallest class of the training "
+                             f"split ({per_class} examples per class); lower distill.prior.ipc")
+    on_base = [m for m in d.methods if m in BASE_METHODS]
+    if on_base and d.student.init != "pretrained":
+        raise CommitteeError(f"distill.methods {on_base} learn sets in the input-embedding space of the students' "
+                             f"pre-trained base, but distill.student.init is {d.student.init!r}; set "
+                             f"distill.student.init=pretrained or leave them out of distill.methods")
     needs_two = [m for m in d.methods if m in COMMITTEE_METHODS]
     if needs_two and cfg.committee.members < 2:
         raise CommitteeError(f"distill.methods {needs_two} need a committee of at least two members, but it has "
                              f"{cfg.committee.members} (committee.members); train a larger committee or leave "
                              f"them out of distill.methods")
+    check_unlabelled(cfg)
 
 
 def with_source_run(cfg: DistillExperimentConfig, from_run: Path,
@@ -96,6 +116,16 @@ def _finished_base(spec: MemberSpec, member_dir) -> bool:
     done = load_result(member_dir)
     return (done is not None and (done.seed, done.num_layers, done.pretrain_stats.get("steps"))
             == (spec.seed, spec.model.num_layers, spec.pretrain_steps))
+
+
+def _reused_base(cfg, base: MemberSpec, source: FinishedRun | None):
+    """The --from-run directory's finished students' base when it matches (seed, shape, pre-training); None:
+    the base is pre-trained here."""
+    if source is not None:
+        candidate = rundir.RunLayout.of(source.config, source.run_dir).member_dir(STUDENT_BASE)
+        if _finished_base(base, candidate):
+            return candidate
+    return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -152,10 +182,9 @@ def distill_experiment(cfg: DistillExperimentConfig, run_dir: str | Path, from_r
     specs, base_dir = list(committee_specs), None
     if cfg.distill.student.init == "pretrained":
         base = student_base_spec(cfg, str(layout.member_dir(STUDENT_BASE)))
-        source_base = (None if source is None
-                       else rundir.RunLayout.of(source.config, source.run_dir).member_dir(STUDENT_BASE))
-        if source_base is not None and _finished_base(base, source_base):
-            base_dir = checkpoint.join(source_base, "mlm")
+        found = _reused_base(cfg, base, source)
+        if found is not None:
+            base_dir = checkpoint.join(found, "mlm")
         else:
             specs.append(base)
             base_dir = checkpoint.join(base.out_dir, "mlm")

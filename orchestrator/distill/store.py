@@ -7,8 +7,11 @@ a finished one (each is written under a temporary name and renamed once complete
     RUN_DIR/distilled/<method>/ipc-<n>/...        a distilled set at every IPC (a recovered set also holds
                                                   recover.json, its figures); written under
                                                   distilled/.<method>.partial and renamed when complete
+    RUN_DIR/distilled/attention/ipc-<n>/set.safetensors   an attention set (learned per IPC), written under
+                                                  distilled/attention/.ipc-<n>.partial and renamed
     RUN_DIR/stages/origin.json                    where the committee comes from (--from-run, or null) and
                                                   the command that started the distillation (for the reports)
+    RUN_DIR/stages/prior.json                     the members' prior alpha (and the students behind it)
     RUN_DIR/stages/recover/<method>/indices-<a>-<b>.npz   one finished recover task
     RUN_DIR/stages/students/<method>-ipc-<n>-seed-<s>.json one finished student (its report row)
     RUN_DIR/distill.json                          written last: the distillation finished
@@ -30,6 +33,7 @@ import numpy as np
 
 from orchestrator.distill import report as distill_report
 from orchestrator.run import rundir
+from workers.distill import attention as wa
 from workers.distill import recover as wr
 from workers.distill import sets as wd
 from workers.errors import CommitteeError
@@ -38,7 +42,8 @@ from workers.storage import checkpoint
 DISTILLED, STAGES = "distilled", "stages"
 ORIGIN_FILE, RECOVER_INFO = "origin.json", "recover.json"
 PARTIAL = ".partial"  # suffix of a distilled set being written
-REAL_METHODS = ("random_hard", "random_single", "random_equal", "random_prior", "selected_prior")
+REAL_METHODS = ("random_hard", "random_single", "random_soft", "random_equal", "random_prior", "selected_prior")
+ATTENTION_FILE, PRIOR_FILE = "set.safetensors", "prior.json"
 RECOVER_METHODS = ("recover", "recover_single")
 # copied to storage.uri at the end: the run's files (config, report, metrics, TensorBoard), the distillation's
 # report and sets, and the tokenizer the synthetic sets' token ids belong to
@@ -146,11 +151,59 @@ class DistillStore:
     def saved_paths(self, methods: list[str], ipcs: list[int]) -> dict:
         """Each saved set's main file, relative to the run directory (`distilled_sets` of distill.json)."""
         saved = {}
-        for method in [m for m in REAL_METHODS + RECOVER_METHODS if m in methods]:
-            name = "tokens.safetensors" if method in RECOVER_METHODS else "data.parquet"
+        for method in [m for m in REAL_METHODS + RECOVER_METHODS + ("attention",) if m in methods]:
+            name = {"attention": ATTENTION_FILE}.get(method, "tokens.safetensors" if method in RECOVER_METHODS
+                                                     else "data.parquet")
             for ipc in ipcs:
                 saved[f"{method}/ipc-{ipc}"] = f"{DISTILLED}/{method}/ipc-{ipc}/{name}"
         return saved
+
+    # -- attention sets (one per IPC) --------------------------------------------------------------
+
+    def attention_path(self, ipc: int) -> Path:
+        return self.set_dir("attention") / f"ipc-{ipc}" / ATTENTION_FILE
+
+    def save_attention_set(self, ipc: int, aset: wa.AttentionSet) -> None:
+        """The set learned at IPC `ipc`, written aside and renamed when complete."""
+        from safetensors.numpy import save_file
+
+        final = self.attention_path(ipc).parent
+        partial = final.parent / f".ipc-{ipc}{PARTIAL}"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        save_file({"embeds": aset.embeds, "lengths": aset.lengths, "labels": aset.labels,
+                   "soft_labels": aset.soft_labels, "attention_labels": aset.attention_labels,
+                   "inner_lr": np.array([aset.inner_lr], dtype=np.float64),
+                   "loss_curve": np.asarray(aset.loss_curve, dtype=np.float64), "seconds": np.array([aset.seconds])},
+                  str(partial / ATTENTION_FILE))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(partial, final)
+
+    def load_attention_set(self, ipc: int) -> wa.AttentionSet | None:
+        """The attention set learned at IPC `ipc`, or None (not learned yet)."""
+        from safetensors.numpy import load_file
+
+        path = self.attention_path(ipc)
+        if not path.is_file():
+            return None
+        try:
+            t = load_file(str(path))
+        except (OSError, ValueError) as exc:
+            raise self._unusable("attention", f"{path} cannot be read ({exc})") from None
+        return wa.AttentionSet(t["embeds"], t["lengths"], t["labels"], t["soft_labels"], t["attention_labels"],
+                               float(t["inner_lr"][0]), t["loss_curve"], float(t["seconds"][0]))
+
+    # -- the members' prior --------------------------------------------------------------------------
+
+    def save_prior(self, prior: dict) -> None:
+        checkpoint.write_bytes(self.run_dir / STAGES / PRIOR_FILE, (json.dumps(prior, indent=2) + "\n").encode())
+
+    def load_prior(self) -> dict | None:
+        raw = checkpoint.read_bytes(self.run_dir / STAGES / PRIOR_FILE)
+        try:
+            return None if raw is None else json.loads(raw)
+        except ValueError:
+            return None
 
     # -- recover tasks ---------------------------------------------------------------------------
 

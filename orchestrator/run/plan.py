@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+from workers.distill.attention import AttentionSettings
 from workers.distill.recover import RecoverSettings
-from workers.distill.students import StudentSpec
+from workers.distill.students import StudentSpec, ViewTeacher
 from workers.model.bert import ModelSettings
 from workers.storage.checkpoint import join
 from workers.train.finetune import FinetuneSettings
@@ -101,18 +102,25 @@ def student_base_spec(cfg, out_dir: str) -> MemberSpec:
                       pretrain_settings(cfg, seed), replace(finetune, epochs=1), out_dir)
 
 
-def student_specs(cfg, method: str, ipc: int | None, base_dir) -> list[StudentSpec]:
-    """The students of one distilled set: seeds distill.seed + 0..n-1, a fixed number of steps each."""
+def student_specs(cfg, method: str, ipc: int | None, base_dir, teacher: ViewTeacher | None = None,
+                  seeds: int | None = None) -> list[StudentSpec]:
+    """The students of one distilled set: seeds distill.seed + 0..n-1 (n = distill.student.seeds, or `seeds`),
+    a fixed number of steps each (kd_full: distill.kd.steps). A student on a distilled set sees the augmented
+    views of distill.student.augment, relabelled by `teacher` when one is given; the full split's row trains on
+    its examples as they are (the members' own recipe: the reference every distilled set is measured against)."""
     st = cfg.distill.student
+    steps = cfg.distill.kd.steps if method == "kd_full" else st.steps
+    augment = "none" if method == "full" else st.augment
     specs = []
-    for i in range(st.seeds):
+    for i in range(st.seeds if seeds is None else seeds):
         seed = cfg.distill.seed + i
         settings = FinetuneSettings(seed=seed, epochs=1, batch_size=st.batch_size, lr=st.lr,
                                     weight_decay=st.weight_decay, warmup_ratio=st.warmup_ratio,
-                                    precision=cfg.finetune.precision, max_steps=st.steps,
+                                    precision=cfg.finetune.precision, max_steps=steps,
                                     soft_target_temperature=st.temperature)
         specs.append(StudentSpec(method, ipc, seed, model_settings(cfg, st.num_layers), settings, st.init,
-                                 None if base_dir is None else str(base_dir)))
+                                 None if base_dir is None else str(base_dir), augment=augment,
+                                 crop_min_share=st.crop_min_share, teacher=teacher))
     return specs
 
 
@@ -120,7 +128,15 @@ def recover_settings(cfg) -> RecoverSettings:
     """CV-DD's recover as `distill.recover` sets it."""
     r = cfg.distill.recover
     return RecoverSettings(iterations=r.iterations, lr=r.lr, stats_weight=r.stats_weight, temperature=r.temperature,
-                           init_probability=r.init_probability, keep_top=r.keep_top)
+                           init_probability=r.init_probability, keep_top=r.keep_top, augment=r.augment,
+                           crop_min_share=r.crop_min_share, seed=cfg.distill.seed)
+
+
+def attention_settings(cfg) -> AttentionSettings:
+    """The attention-label distillation (Maekawa et al. 2023) as `distill.attention` sets it."""
+    a = cfg.distill.attention
+    return AttentionSettings(steps=a.steps, lr=a.lr, inner_steps=a.inner_steps, inner_lr=a.inner_lr,
+                             attention_weight=a.attention_weight, real_batch=a.real_batch, seed=cfg.distill.seed)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ logits: [members, examples, classes] float. Rules:
 - weighted: prior-weighted sum of logits with weights softmax(val_accuracy% / T) (CV-DD's relabel).
 
 Soft labels for distillation come from the same rules (`soft_labels`): "mean_probability" is the soft
-vote's scores, "prior_weighted" the weighted vote's, so a distilled set is labelled exactly as the
+vote's scores, "equal_logit" the logit vote's (CV-DD's equal-weight voter: the logits summed with
+weights 1/K), "prior_weighted" the weighted vote's, so a distilled set is labelled exactly as the
 committee classifies.
 """
 
@@ -17,7 +18,7 @@ import numpy as np
 
 RULES = ("soft", "logit", "hard", "weighted")
 # soft-label rule -> the voting rule whose scores it returns
-SOFT_LABEL_RULES = {"mean_probability": "soft", "prior_weighted": "weighted"}
+SOFT_LABEL_RULES = {"mean_probability": "soft", "equal_logit": "logit", "prior_weighted": "weighted"}
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -57,6 +58,8 @@ def soft_labels(logits: np.ndarray, rule: str, val_accuracy: np.ndarray | None =
     """The committee's soft labels [examples, classes] for members' logits [members, examples, classes].
 
     "mean_probability": the mean of the members' class probabilities (equal weights);
+    "equal_logit": the members' logits summed with equal weights 1/K (CV-DD's equal voter: softmax of equal
+    priors), i.e. their mean logit;
     "prior_weighted": sum of the members' logits weighted by softmax(val_accuracy% / temperature).
     """
     if rule not in SOFT_LABEL_RULES:

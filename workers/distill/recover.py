@@ -3,11 +3,17 @@
 `recover` optimises per-position token logits, initialised from real examples of the class, with Adam
 (betas 0.5, 0.9) on a cosine schedule (the first half of the iterations over the whole vocabulary, the
 second half over each position's `keep_top` most probable tokens, which is what is saved) so that each
-IPC index's guiding members (a pair drawn per index by `draw_guides`, mixed by softmax(val_accuracy% / T),
+IPC index's guiding members (a pair drawn per index by `draw_guides`, mixed by softmax(alpha% / T),
 `guide_weights`; or one expert) classify them as their class while their per-layer hidden-state means and
 variances match those recorded on the real training split. An IPC index's examples are one group (CV-DD's
 batch), and the loss is a sum over groups, so recovering indices in separate tasks gives what one task
 would. `recover_with_members` is what a Ray task runs (members loaded from their weight directories).
+
+With `augment: crop` every iteration shows the guiding members a random span crop of each example
+(`workers.distill.augment`; CV-DD crops, flips and jitters every iteration): the same crop for both members of
+a pair, drawn from the example's own stream (the seed and the example's place in the whole set), so splitting
+the indices into tasks still changes nothing. The statistics are matched on the view, as CV-DD matches
+BatchNorm statistics on its augmented batch; the positions outside the view get no gradient that iteration.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from workers.committee.voting import softmax
+from workers.distill.augment import crop_index, draw_windows, gather_positions
 from workers.distill.sets import SoftTokens
 from workers.text.corpus import Ragged
 from workers.train.finetune import predict_logits
@@ -37,6 +44,9 @@ class RecoverSettings:
     temperature: float  # T of the pair weights softmax(val_accuracy% / T)
     init_probability: float  # probability of the real token at each free position at the start
     keep_top: int  # vocabulary entries kept per position in the result
+    augment: str = "none"  # "crop": a random span crop of every example at every iteration
+    crop_min_share: float = 0.5  # a crop keeps at least this share of an example's content
+    seed: int = 0  # of the crops (stream distill/recover-crop, per example)
 
 
 @dataclass
@@ -45,14 +55,16 @@ class RecoverResult:
     labels: np.ndarray  # [n] int64
     ipc_index: np.ndarray  # [n] int64
     loss_curve: np.ndarray  # [iterations] total loss before each step
-    guide_accuracy_before: float  # share of (example, guiding member) pairs classified as the example's class
+    guide_accuracy_before: float  # share of (example, guiding member) pairs classified as the example's class,
+    # on the real examples recover starts from
     guide_accuracy_after: float  # the same on the saved result
     seconds: float
     phase_seconds: tuple[float, float] = (0.0, 0.0)  # (whole-vocabulary phase, top-k phase)
 
 
 def guide_weights(members: tuple[int, ...], val_accuracy: np.ndarray, temperature: float) -> np.ndarray:
-    """Weights of an IPC index's guiding members: softmax(val_accuracy% / T) over them (1 for one expert)."""
+    """Weights of an IPC index's guiding members: softmax(alpha% / T) over them (1 for one expert); `val_accuracy`
+    is the members' prior alpha in [0, 1] (CV-DD's: the accuracy of a student of each member's labels)."""
     return softmax(100.0 * np.asarray(val_accuracy, dtype=np.float64)[list(members)] / temperature)
 
 
@@ -76,7 +88,8 @@ def _layer_weights(layers: int) -> torch.Tensor:
 class _RecoverProblem:
     """The tensors of one recover: free token logits, fixed tokens, and each member's rows and groups."""
 
-    def __init__(self, members, stats, val_accuracy, init: Ragged, labels, ipc_index, guides, settings, pad_id):
+    def __init__(self, members, stats, val_accuracy, init: Ragged, labels, ipc_index, guides, settings, pad_id,
+                 example_keys=None):
         self.members, self.settings = members, settings
         self.device = next(members[0].parameters()).device
         lengths = init.lengths()
@@ -106,6 +119,24 @@ class _RecoverProblem:
         self.stats_var = torch.tensor(stats.var, device=on)
         self.layer_weights = _layer_weights(stats.mean.shape[1]).to(on)
         self.plan = [{k: v.to(on) if torch.is_tensor(v) else v for k, v in part.items()} for part in self.plan]
+        self.lengths = lengths
+        self.windows = None  # (starts, widths) [n, iterations] of each example's crops
+        if settings.augment == "crop":
+            keys = np.arange(n) if example_keys is None else np.asarray(example_keys)
+            drawn = [draw_windows(np.array([max(0, int(lengths[i]) - 2)]), numpy_rng(settings.seed,
+                                  "distill/recover-crop", int(keys[i])), settings.crop_min_share,
+                                  size=settings.iterations) for i in range(n)]
+            self.windows = (np.concatenate([d[0] for d in drawn]), np.concatenate([d[1] for d in drawn]))
+
+    def view(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(gather index [n, s'], attention mask [n, s']) of iteration's crops; None without augmentation."""
+        if self.windows is None:
+            return None
+        index, view_lengths = crop_index(self.lengths, self.windows[0][:, iteration], self.windows[1][:, iteration])
+        index = torch.from_numpy(index).to(self.device)
+        mask = (torch.arange(index.shape[1], device=self.device)[None, :]
+                < torch.from_numpy(view_lengths).to(self.device)[:, None]).long()
+        return index, mask
 
     def _member_plan(self, ipc_index, guides, val_accuracy) -> list[dict]:
         """Per guiding member: its rows, their groups (IPC indices) and its weight in each group."""
@@ -168,25 +199,22 @@ class _RecoverProblem:
                           + torch.linalg.vector_norm(var - self.stats_var[member, layer], dim=1))
         return torch.stack(losses, dim=1) @ self.layer_weights  # [G]
 
-    def loss(self, probs: torch.Tensor, count_right: bool = False) -> tuple[torch.Tensor, int, int]:
-        """Sum over guiding members and groups of weight x (mean CE + r * statistics); (loss, right, pairs).
-        `right` (guiding pairs that classify their example as its class) is counted only when `count_right`:
-        counting reads the device, and recover needs it at its first iteration alone."""
-        total, right, pairs = 0.0, 0, 0
+    def loss(self, probs: torch.Tensor, view=None) -> torch.Tensor:
+        """Sum over guiding members and groups of weight x (mean CE + r * statistics), on the examples or,
+        with `view` (`self.view(iteration)`), on their crops."""
+        total = 0.0
         for part in self.plan:
             rows = part["rows"]
-            mask = self.mask[rows]
-            out = self.members[part["member"]](inputs_embeds=self._embed(part, probs), attention_mask=mask,
-                                               output_hidden_states=True)
+            embeds, mask = self._embed(part, probs), self.mask[rows]
+            if view is not None:
+                embeds, mask = gather_positions(embeds, view[0][rows]), view[1][rows]
+            out = self.members[part["member"]](inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True)
             ce = F.cross_entropy(out.logits, self.labels[rows], reduction="none")  # [rows]
             groups = part["groups"]
             ce_group = (groups @ ce) / groups.sum(dim=1)  # [G]
             term = ce_group + self.settings.stats_weight * self._stats_loss(part, out.hidden_states, mask)
             total = total + (part["weights"] * term).sum()
-            if count_right:
-                right += int((out.logits.argmax(dim=1) == self.labels[rows]).sum())
-            pairs += len(rows)
-        return total, right, pairs
+        return total
 
     def result_tokens(self, pad_id: int) -> SoftTokens:
         """The optimised examples as SoftTokens (after `sparsify`: exactly the distributions optimised last)."""
@@ -207,13 +235,17 @@ class _RecoverProblem:
 
 def recover(members: list, stats, val_accuracy: np.ndarray, init: Ragged, labels: np.ndarray,
             ipc_index: np.ndarray, guides: list[tuple[int, ...]], settings: RecoverSettings, pad_id: int,
-            on_log=None) -> RecoverResult:
+            on_log=None, example_keys: np.ndarray | None = None) -> RecoverResult:
     """CV-DD's recover on real examples `init` (labels [n], ipc_index [n] in 0..G-1 with guides[g] the
-    guiding members of index g); `stats` the members' real-data HiddenStats; members frozen, in eval mode."""
+    guiding members of index g); `stats` the members' real-data HiddenStats; members frozen, in eval mode;
+    `val_accuracy` the members' prior alpha in [0, 1]; `example_keys` [n] each example's place in the whole
+    set (its crop stream; default 0..n-1)."""
     t0 = time.perf_counter()
-    problem = _RecoverProblem(members, stats, val_accuracy, init, labels, ipc_index, guides, settings, pad_id)
+    problem = _RecoverProblem(members, stats, val_accuracy, init, labels, ipc_index, guides, settings, pad_id,
+                              example_keys)
+    before = guided_accuracy(members, real_tokens(init, pad_id), labels, ipc_index, guides, pad_id)
     dense_steps = settings.iterations - settings.iterations // 2
-    losses, before, phase_seconds = [], math.nan, []  # losses: 0-d tensors on the device, read at the end
+    losses, phase_seconds = [], []  # losses: 0-d tensors on the device, read at the end
     log_every = max(1, settings.iterations // 10)
     for phase_steps in (dense_steps, settings.iterations - dense_steps):
         phase_start = time.perf_counter()
@@ -225,9 +257,7 @@ def recover(members: list, stats, val_accuracy: np.ndarray, init: Ragged, labels
         optimizer = torch.optim.Adam([problem.logits], lr=settings.lr, betas=(0.5, 0.9))
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=phase_steps)
         for _ in range(phase_steps):
-            loss, right, pairs = problem.loss(torch.softmax(problem.logits, dim=1), count_right=not losses)
-            if not losses:
-                before = right / pairs
+            loss = problem.loss(torch.softmax(problem.logits, dim=1), problem.view(len(losses)))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -248,7 +278,7 @@ def recover(members: list, stats, val_accuracy: np.ndarray, init: Ragged, labels
 
 def recover_with_members(classifier_dirs, val_accuracy: np.ndarray, stats, init: Ragged, labels: np.ndarray,
                          ipc_index: np.ndarray, guides: list[tuple[int, ...]], settings: RecoverSettings, pad_id: int,
-                         num_threads: int | None = None) -> RecoverResult:
+                         num_threads: int | None = None, example_keys: np.ndarray | None = None) -> RecoverResult:
     """`recover` with the members loaded from their weight directories (what a Ray task is given)."""
     from workers.committee.committee import load_members
     from workers.model.devices import member_device
@@ -256,7 +286,17 @@ def recover_with_members(classifier_dirs, val_accuracy: np.ndarray, stats, init:
     if num_threads:
         torch.set_num_threads(num_threads)
     members = [m.to(member_device()) for m in load_members(classifier_dirs)]
-    return recover(members, stats, val_accuracy, init, labels, ipc_index, guides, settings, pad_id)
+    return recover(members, stats, val_accuracy, init, labels, ipc_index, guides, settings, pad_id,
+                   example_keys=example_keys)
+
+
+def real_tokens(examples: Ragged, pad_id: int) -> SoftTokens:
+    """Real examples as SoftTokens (each position its token with probability 1)."""
+    lengths = examples.lengths()
+    ids = np.full((len(examples), int(lengths.max()), 1), pad_id, dtype=np.int32)
+    for i in range(len(examples)):
+        ids[i, :lengths[i], 0] = examples.row(i)
+    return SoftTokens(ids, np.ones(ids.shape, dtype=np.float32), lengths.astype(np.int64))
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ workers/distill/recover.py, the students trained on a set in workers/distill/stu
   so the sets are nested and the IPC columns of a report differ by the examples added, not by a new draw.
 - `teacher_logits`: the soft-label vector a student matches (logits; log-probabilities for the
   mean-probability rule).
+- kd_full's transfer set is the training split plus unlabelled texts (`concat_ragged`).
 - `SoftTokens`: synthetic examples in a space every member shares: each position is a distribution
   over the shared vocabulary, and each model reads it through its own word embeddings
   (`workers.train.finetune.TokenDistributions`). Saved sets keep the `keep_top` most probable entries per
@@ -88,6 +89,15 @@ def take(examples: Ragged, rows: np.ndarray) -> Ragged:
     np.cumsum([len(p) for p in pieces], out=offsets[1:])
     ids = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
     return Ragged(ids=ids.astype(np.int32), offsets=offsets)
+
+
+def concat_ragged(parts: list[Ragged]) -> Ragged:
+    """One Ragged of several, in order."""
+    lengths = np.concatenate([p.lengths() for p in parts])
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return Ragged(ids=np.concatenate([p.ids[p.offsets[0]:p.offsets[-1]] for p in parts]).astype(np.int32),
+                  offsets=offsets)
 
 
 def teacher_logits(scores: np.ndarray, rule: str) -> np.ndarray:

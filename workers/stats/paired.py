@@ -120,3 +120,42 @@ def adjust_family(comparisons: list[dict]) -> list[dict]:
     adjusted = holm_adjusted([c["mcnemar_p"] for c in comparisons])
     return [{**c, "p": p, "verdict": verdict(p, c["ci95"]), "family_size": len(comparisons)}
             for c, p in zip(comparisons, adjusted)]
+
+
+# ----------------------------------------------------------------------------------------------
+# paired over replicates: two methods run with the same seeds (e.g. students of two distilled sets)
+
+PAIRED_SEEDS_METHOD = ("paired over the shared seeds: mean of the per-seed differences with its 95% Student's t "
+                       "interval, two-sided paired t test (df = seeds - 1)")
+
+
+def compare_over_seeds(a_by_seed: dict, b_by_seed: dict) -> dict:
+    """Methods a and b measured once per seed (`{seed: value}`), paired on the seeds both have.
+
+    {"difference" (mean of a - b), "ci95" (t interval), "t", "p" (two-sided), "n" (shared seeds),
+     "a_better_seeds", "verdict"}; with under two shared seeds (or no spread) the interval is None and p 1.
+    Pairing removes what a seed fixes for both methods (the student's initial weights and data order), so
+    the interval measures only how the methods' difference varies from seed to seed."""
+    from workers.stats.intervals import mean_interval, student_t_p_value
+
+    seeds = sorted(set(a_by_seed) & set(b_by_seed))
+    diffs = np.array([a_by_seed[s] - b_by_seed[s] for s in seeds], dtype=np.float64)
+    summary = mean_interval(diffs)
+    out = {"difference": summary["mean"], "ci95": summary["ci95"], "n": len(seeds), "seeds": seeds,
+           "a_better_seeds": int((diffs > 0).sum()), "t": None, "p": 1.0, "verdict": INCONCLUSIVE}
+    if len(seeds) < 2:
+        return out
+    if summary["std"] == 0.0:
+        # every seed gave the same difference: no spread to test against (a constant 0 is no difference)
+        return out if summary["mean"] == 0.0 else {**out, "ci95": [summary["mean"]] * 2}
+    t = summary["mean"] / (summary["std"] / math.sqrt(len(seeds)))
+    p = student_t_p_value(t, len(seeds) - 1)
+    return {**out, "t": t, "p": p, "verdict": verdict(p, summary["ci95"])}
+
+
+def adjust_seed_family(comparisons: list[dict]) -> list[dict]:
+    """Comparisons over seeds of one family with Holm-adjusted `p` (the raw one kept as `p_unadjusted`)."""
+    adjusted = holm_adjusted([c["p"] for c in comparisons])
+    return [{**c, "p_unadjusted": c["p"], "p": p,
+             "verdict": INCONCLUSIVE if c["ci95"] is None else verdict(p, c["ci95"]), "family_size": len(comparisons)}
+            for c, p in zip(comparisons, adjusted)]

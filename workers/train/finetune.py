@@ -127,14 +127,19 @@ def finetune_step(model, optimizer, scheduler, input_ids: torch.Tensor, attentio
 
 def finetune(model, examples: Ragged, labels: np.ndarray, pad_id: int, settings: FinetuneSettings,
              on_log: Callable[[dict], None] | None = None,
-             on_epoch: Callable[[int, torch.nn.Module], None] | None = None) -> dict:
+             on_epoch: Callable[[int, torch.nn.Module], None] | None = None,
+             view: Callable | None = None) -> dict:
     """Train all weights of `model` (a BertForSequenceClassification); returns {"steps", "train_s", ...}.
 
     `on_epoch(epoch, model)`, when given, runs after each epoch (1-based), e.g. to measure validation
     accuracy for a trial scheduler; the model is back in training mode afterwards. Every step re-seeds
     its own random streams, so an evaluation there changes nothing that is learned.
 
-    `labels`: class ids [n] (cross-entropy) or teacher logits [n, classes] float32 (soft_target_loss)."""
+    `labels`: class ids [n] (cross-entropy) or teacher logits [n, classes] float32 (soft_target_loss).
+
+    `view(input_ids, attention_mask, rows, step) -> (input_ids, attention_mask, labels)`, when given, replaces
+    each padded batch by what the step trains on: a distillation student's augmented view of its rows,
+    labelled on that view (workers/distill/students.py); `labels` is then not read."""
     lengths = examples.lengths()
     steps_per_epoch = math.ceil(len(lengths) / settings.batch_size)
     epochs = settings.epochs if settings.max_steps is None else math.ceil(settings.max_steps / steps_per_epoch)
@@ -151,8 +156,11 @@ def finetune(model, examples: Ragged, labels: np.ndarray, pad_id: int, settings:
         t0 = time.perf_counter()
         for rows in bucketed_batches(lengths, settings.batch_size, rng)[:total - step]:
             input_ids, attention_mask = pad_batch(examples, rows, pad_id, device)
-            loss = finetune_step(model, optimizer, scheduler, input_ids, attention_mask,
-                                 to_device(torch.from_numpy(labels[rows]), device), settings, step)
+            if view is None:
+                targets = to_device(torch.from_numpy(labels[rows]), device)
+            else:
+                input_ids, attention_mask, targets = view(input_ids, attention_mask, rows, step)
+            loss = finetune_step(model, optimizer, scheduler, input_ids, attention_mask, targets, settings, step)
             examples_seen += len(rows)
             step += 1
         # the epoch's last loss; reading it waits for the device, so the epoch's time includes all its steps
