@@ -58,7 +58,9 @@ def test_required_presets_hold_their_settings():
     smoke, quick = load_config(REPO / "configs/smoke.yaml"), load_config(REPO / "configs/quickstart.yaml")
     assert (smoke.committee.members, smoke.deep.enabled, smoke.deep.num_layers, smoke.task.name) == (2, True, 2, "ag_news")
     assert (quick.committee.members, quick.model.hidden_size, quick.pretrain.max_steps * quick.pretrain.batch_size
-            * quick.pretrain.seq_len, quick.deep.enabled) == (4, 128, 1_638_400, False)
+            * quick.pretrain.seq_len, quick.deep.enabled) == (2, 128, 10_240_000, False)
+    assert (quick.task.train_per_class, quick.task.val_per_class, quick.task.test_per_class, quick.finetune.epochs) \
+        == (30, 500, None, 60), "the quickstart: scarce labels, tested on the full AG News test split"
     sizes = {"paper_agnews": ("ag_news", 1000), "paper_dbpedia": ("dbpedia_14", 100), "paper_fewrel": ("few_rel", 560)}
     for name, (task, train_per_class) in sizes.items():
         cfg = load_config(REPO / "configs" / f"{name}.yaml")
