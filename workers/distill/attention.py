@@ -180,7 +180,7 @@ def distill_attention(model, init: Ragged, init_labels: np.ndarray, init_soft: n
         probs = _attention_probs(attention_logits, real)
     return AttentionSet(embeds.detach().numpy().astype(np.float32), mask.sum(dim=1).numpy().astype(np.int64),
                         np.asarray(init_labels, dtype=np.int64), soft.detach().numpy().astype(np.float32),
-                        probs.numpy().astype(np.float32), float(log_step.exp()), np.array(losses),
+                        probs.numpy().astype(np.float32), float(log_step.detach().exp()), np.array(losses),
                         time.perf_counter() - t0)
 
 
