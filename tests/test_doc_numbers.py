@@ -285,8 +285,6 @@ BEING_REWRITTEN = {
     "docs/distill.md": "distill.md's measured tables (the estimate, the means, comparisons, committee, recover) were "
                        "copied by hand and its methods table has no reference marker: the lead regenerates them "
                        "from the committed distill.json",
-    "docs/serve.md": "serve.md's reference tables (routes, status codes, options) have no reference marker yet; "
-                     "serve.md belongs to the engineer who wrote it",
 }
 
 
