@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from conftest import run_cli
-from orchestrator.config.experiment import MAX_RUN_NAME_LENGTH, load_config, to_yaml, validate_dict
+from orchestrator.config.commands import to_yaml
+from orchestrator.config.experiment import MAX_RUN_NAME_LENGTH, load_config, validate_dict
 from orchestrator.config.sweep import MAX_SWEEP_NAME_LENGTH, load_sweep_config
 from orchestrator.config.loader import MAX_CONFIG_BYTES, MAX_NESTING_DEPTH, apply_overrides, load_raw
 from orchestrator.run.prepare import _arrays_key, check_data, data_sources, load_cfg_task, task_and_corpus
