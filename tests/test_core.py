@@ -170,8 +170,11 @@ def test_report_is_built_from_results_and_votes(four_member_specs):
     assert out["timing"]["pretrain_tokens_per_s"] == pytest.approx(50.0)  # 4 x 100 tokens in 4 x 2 s
     md = report.markdown(out, RunLayout.of(cfg, "runs/x").run_dir, "committee run x.yaml")
     pct = lambda arm, rule: f"{100 * votes[arm]['rules'][rule]['test_accuracy']:.1f}"  # noqa: E731
+    committee_rows = md.split("## Committee (test accuracy", 1)[1].split("\n\n", 2)[1].splitlines()[2:]
     for rule in ("soft", "logit", "hard", "weighted"):  # each vote's row holds both committees' accuracies
-        assert f"| {rule} | {pct('pretrained', rule)} | {pct('scratch', rule)} |" in md.splitlines()
+        row = next(line for line in committee_rows if line.startswith(f"| {rule} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1].split()[0] == pct("pretrained", rule) and cells[2].split()[0] == pct("scratch", rule), row
     reproduce = md.split("## Reproduce", 1)[1].split("```")[1].strip().splitlines()
     assert reproduce[0] == "committee run x.yaml"
     assert reproduce[1].startswith("committee run runs/x/config.yaml --run-dir runs/x-again")
