@@ -229,7 +229,7 @@ def serve(
     quick: bool = typer.Option(False, "--quick", help="with --bench: a short run to check that it works"),
 ):
     """Serve a finished run's committee over HTTP with Ray Serve (POST /predict, GET /healthz, GET /metadata)."""
-    from orchestrator.serve.driver import serve_command
+    from orchestrator.serve.command import serve_command
 
     values = {"model": model, "rule": rule, "cascade_threshold": cascade_threshold, "max_texts_per_request": max_texts,
               "max_text_chars": max_text_chars, "max_batch_texts": max_batch, "batch_wait_ms": batch_wait_ms,
