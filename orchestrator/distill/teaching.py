@@ -117,7 +117,8 @@ class Teaching:
                           for name in run.names])
         self.echo("prior alpha: " + ", ".join(f"{n} {100 * a:.1f}%" for n, a in zip(run.names, alpha)))
         info = {"source": "student", "ipc": p.ipc, "seeds": p.seeds, "alpha": alpha.tolist(),
-                "students": [{k: r[k] for k in ("method", "seed", "test_accuracy")} for r in found]}
+                "students": [{k: r[k] for k in ("method", "seed", "test_accuracy")}  # in member order, not finish order
+                             for r in sorted(found, key=lambda r: (r["method"], r["seed"]))]}
         return alpha, info
 
     def _take(self, rows: np.ndarray):
