@@ -277,12 +277,12 @@ def test_recover_lowers_its_loss_and_puts_its_examples_in_class_for_the_guides(c
     wrong = np.flatnonzero((logits.argmax(-1) != arrays.test_labels[None]).any(0))[:4]
     assert len(wrong) == 4
     stats = committee.hidden_stats(arrays.train)
-    settings = wr.RecoverSettings(iterations=40, lr=0.25, stats_weight=0.01, temperature=5.0, init_probability=0.9,
+    # 80 iterations: with a crop every iteration, 40 left 3 of the 8 (example, guide) pairs out of class
+    settings = wr.RecoverSettings(iterations=80, lr=0.25, stats_weight=0.01, temperature=5.0, init_probability=0.9,
                                   keep_top=8, augment="crop", crop_min_share=0.5, seed=0)
     result = wr.recover(committee.members, stats, committee.val_accuracy, wd.take(arrays.test, wrong),
                         arrays.test_labels[wrong], np.zeros(4, dtype=np.int64), [pair], settings, committee.pad_id)
-    # each iteration's loss is a random crop's, so the last one is a noisy view; it still falls by 40% or more
-    assert result.loss_curve[-1] < 0.6 * result.loss_curve[0]
+    assert result.loss_curve[-1] < 0.5 * result.loss_curve[0]
     assert result.guide_accuracy_before < 1.0 and result.guide_accuracy_after == 1.0
     saved = wr.guided_accuracy(committee.members, result.tokens, result.labels, result.ipc_index, [pair],
                                committee.pad_id)
