@@ -313,6 +313,7 @@ def test_lost_node_with_room_elsewhere_moves_its_member(sim, two_members, tmp_pa
     assert all((run_dir / "members" / m / "result.npz").is_file() for m in ("member-00", "member-01"))
 
 
+@pytest.mark.slow  # about 30 s idle; the lost-node-with-room test covers re-placement in the default run
 def test_lost_node_without_room_places_the_members_again(sim, two_members, tmp_path):
     """Two nodes, two members, both busy: the lost node's bundle has nowhere to go, so the driver places
     the unfinished members again on the node left; they resume from their checkpoints and the report
@@ -354,6 +355,7 @@ def test_lost_node_without_room_places_the_members_again(sim, two_members, tmp_p
     assert all((run_dir / "members" / m / "result.npz").is_file() for m in ("member-00", "member-01"))
 
 
+@pytest.mark.slow  # about 30 s idle; resume after a killed driver is in the default run through test_safety
 def test_killed_driver_resumes_without_redoing_finished_members(sim, two_members, tmp_path):
     """Members on a storage URI (file:// stands in for s3://): the resumed run finds them there."""
     reference = two_members[1]
