@@ -282,9 +282,6 @@ BEING_REWRITTEN = {
                  "interval, run times) no marker yet: the lead adds them with the new measurements",
     "docs/claims.md": "claims.md's tables of what a suite runs (claim numbers, the matched-parameter committee) have "
                       "no reference marker yet: the lead rewrites claims.md with the committed claims.json",
-    "docs/distill.md": "distill.md's measured tables (the estimate, the means, comparisons, committee, recover) were "
-                       "copied by hand and its methods table has no reference marker: the lead regenerates them "
-                       "from the committed distill.json",
 }
 
 
