@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bash scripts/gpu_check.sh OUT                    on a GPU machine without Ray or network (the lent H200),
+# bash scripts/gpu_check.sh OUT                    on a GPU machine without Ray or network,
 #                                                  from the repository root, with .gpu/ beside the checkout
 # GPU_CHECK_DRY=1 bash scripts/gpu_check.sh OUT    here, on the CPU: the same steps at tiny sizes (tests this script)
 #

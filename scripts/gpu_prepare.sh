@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # bash scripts/gpu_prepare.sh            (here, where pip reaches the package registries; not on the GPU machine)
 # Builds .gpu/ in the repository root (git-ignored) with what scripts/gpu_check.sh needs on a GPU machine
-# that has Python 3.12 and PyTorch but no Ray, no pydantic and no network (the lent H200: see
-# /work/.library/device/KINDS.md for its package list):
+# that has Python 3.12 and PyTorch but no Ray, no pydantic and no network:
 #   .gpu/ray.tar.xz    ray 2.60.0 for CPython 3.12 (manylinux x86_64), unpacked from its wheel without the Java
 #                      jars, the dashboard's web build, rllib, ray.llm and the tests, xz-compressed (about 21 MB,
 #                      against 79 MB for the wheel): gpu_check.sh unpacks it into /tmp/site
@@ -18,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-DATA=${COMMITTEE_DATA:-/work/shared/data}
+DATA=${COMMITTEE_DATA:-../shared/data}
 RAY_VERSION=2.60.0
 PLATFORMS="--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64"
 mkdir -p .gpu/whl .gpu/data

@@ -147,7 +147,7 @@ def report(result: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-root", type=Path, default=Path("/work/shared/data"))
+    parser.add_argument("--data-root", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--old-articles", type=int, default=None,
                         help="articles for the large case (default: all); the old learner is slow")
     args = parser.parse_args()

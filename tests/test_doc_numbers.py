@@ -277,12 +277,7 @@ def read_committed(source: str):
 # ----------------------------------------------------------------------------------------------
 # the documents
 
-BEING_REWRITTEN = {
-    "README.md": "README's quickstart table has no committed source, and its commands and configs tables (a 95% "
-                 "interval, run times) no marker yet: the lead adds them with the new measurements",
-    "docs/claims.md": "claims.md's tables of what a suite runs (claim numbers, the matched-parameter committee) have "
-                      "no reference marker yet: the lead rewrites claims.md with the committed claims.json",
-}
+BEING_REWRITTEN: dict[str, str] = {}  # documents their owners are rewriting may fail here meanwhile (xfail, not strict)
 
 
 def doc_cases():
